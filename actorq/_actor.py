@@ -1,0 +1,680 @@
+"""Queue actors and worker actors: the thin trio shell around :class:`QueueCore`.
+
+One queue is a small supervision tree::
+
+    queue supervisor (restart loop) ─┬─ queue actor: QueueCore + inbox
+                                     └─ worker supervisor ─ worker actors × concurrency
+
+The queue actor works in rounds: it waits for messages (or the core's next wake-up), drains its
+inbox, feeds everything to the core, journals the events the core decided in one commit, and only
+then replies, hands started jobs to the workers, and runs hooks. Nothing is told before it is
+durable.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from ._clock import from_wall, to_wall
+from ._codec import normalize, structure
+from ._core import CoreJob, GiveUp, QueueCore, RetryAt
+from ._errors import Discard, JobInterrupted, JobTimeout, UnknownJob
+from ._model import (
+    AttemptFailed,
+    Cancelled,
+    Debounce,
+    Due,
+    Enqueued,
+    Event,
+    Failed,
+    Hooks,
+    Job,
+    JobRecord,
+    JobState,
+    Requeued,
+    Restart,
+    Retention,
+    Retry,
+    Started,
+    Succeeded,
+    Throttle,
+    format_error,
+)
+from ._supervisor import CrashLog, find_supervisor_error
+
+if TYPE_CHECKING:
+    from ._api import Runtime
+
+
+@attrs.frozen
+class QueueSpec:
+    """A queue's configuration, validated by ``spawn_queue``."""
+
+    name: str
+    handler: Callable[..., Any]
+    is_sync: bool
+    concurrency: int = 1
+    retry: Retry | None = None
+    timeout: float | None = None
+    throttle: Throttle | None = None
+    debounce: Debounce | None = None
+    dead_letter: str | None = None
+    restart: Restart = Restart()
+    hooks: Hooks = Hooks()
+    payload_type: type | None = None
+    retention: Retention = Retention()
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+
+
+@attrs.define(eq=False)
+class Reply:
+    """A one-shot answer slot: the actor sets it after the commit it depends on."""
+
+    _event: trio.Event = attrs.field(factory=trio.Event)
+    value: Any = None
+    error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def set(self, value: Any) -> None:
+        if not self.done:
+            self.value = value
+            self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done:
+            self.error = error
+            self._event.set()
+
+    async def get(self) -> Any:
+        await self._event.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@attrs.frozen
+class NewJob:
+    record: JobRecord
+    core: CoreJob
+    given_id: bool  # an idempotency key: check the journal for it
+
+
+@attrs.frozen
+class EnqueueMsg:
+    jobs: list[NewJob]
+    reply: Reply
+
+
+@attrs.frozen
+class CancelMsg:
+    job_id: str
+    reply: Reply
+
+
+@attrs.frozen
+class OutcomeMsg:
+    """A worker's attempt ended: ``kind`` is "ok", "error" or "cancelled"."""
+
+    job_id: str
+    attempt: int
+    kind: str
+    result: Any
+    error: BaseException | None
+    payload: Any
+    thread_alive: trio.Event | None
+    reply: Reply
+
+
+@attrs.frozen
+class CrashMsg:
+    """The worker holding this job crashed: the attempt counts as failed."""
+
+    job_id: str
+    attempt: int
+    error: BaseException
+    payload: Any
+
+
+@attrs.frozen
+class RequeueMsg:
+    """A sibling's crash stopped this attempt (one_for_all): back to pending, uncounted."""
+
+    job_id: str
+    attempt: int
+
+
+@attrs.frozen
+class ThreadReturnedMsg:
+    job_id: str
+
+
+@attrs.frozen
+class PauseMsg:
+    paused: bool
+    reply: Reply
+
+
+@attrs.frozen
+class JoinMsg:
+    reply: Reply
+
+
+@attrs.frozen
+class AdoptMsg:
+    """A job of this queue was journaled by someone else (a dead letter)."""
+
+    record: JobRecord
+
+
+@attrs.frozen
+class KickMsg:
+    """Run a round: something changed that may let a job start."""
+
+
+_KICK = KickMsg()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class _Round:
+    """What one round decided: events to journal, then what to do once they are durable."""
+
+    events: list[Event] = attrs.field(factory=list)
+    on_record: list[tuple[int, Callable[[JobRecord | None], None]]] = attrs.field(factory=list)
+    after: list[Callable[[], None]] = attrs.field(factory=list)
+    replies: list[Reply] = attrs.field(factory=list)
+    new_ids: set[str] = attrs.field(factory=set)
+    finished: bool = False  # a job reached a terminal state: apply retention
+
+    def add(self, ev: Event, on_record: Callable[[JobRecord | None], None] | None = None) -> None:
+        if on_record is not None:
+            self.on_record.append((len(self.events), on_record))
+        self.events.append(ev)
+
+
+async def call_hook(fn: Callable[..., Any] | None, *args: Any) -> None:
+    """Run a hook, plain or async."""
+    if fn is None:
+        return
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        await result
+
+
+def _call_in_thread(handler: Callable[[Job], Any], job: Job, token: trio.lowlevel.TrioToken,
+                    returned: Callable[[], None]) -> Any:
+    try:
+        return handler(job)
+    finally:
+        try:
+            token.run_sync_soon(returned)
+        except trio.RunFinishedError:
+            pass
+
+
+@attrs.define(eq=False)
+class _WorkerSlot:
+    index: int
+    current: JobRecord | None = None
+    crash: BaseException | None = None
+
+
+def core_job(rec: JobRecord) -> CoreJob:
+    """The core's view of a journaled live job (times converted to trio's clock)."""
+    due = from_wall(rec.run_at) if rec.state is JobState.DELAYED and rec.run_at else None
+    return CoreJob(
+        id=rec.id,
+        priority=rec.priority,
+        seq=rec.seq,
+        ready_at=from_wall(rec.ready_at),
+        attempts=rec.attempts,
+        max_attempts=rec.max_attempts,
+        timeout=rec.timeout,
+        due=due,
+    )
+
+
+class QueueActor:
+    """One queue: its supervisor loop, its actor loop, and its workers."""
+
+    def __init__(self, runtime: Runtime, spec: QueueSpec) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.name = spec.name
+        self.inbox_send, self._inbox = trio.open_memory_channel[Any](math.inf)
+        self.crashes = CrashLog(f"queue {spec.name!r}", spec.restart)
+        self.rng = random.Random()
+        self.paused = False
+        self.core = QueueCore(spec.concurrency, spec.retry, self.rng)
+        self.limiter = trio.CapacityLimiter(spec.concurrency * 2)
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._cancel_requested: dict[str, list[Reply]] = {}
+        self._joiners: list[Reply] = []
+        self._threads: dict[str, trio.Event] = {}  # job id -> set when its abandoned thread returns
+        self._nursery: trio.Nursery | None = None
+        self._dispatch_send: Any = None
+        self._dispatch_recv: Any = None
+        self.started = False
+
+    def send(self, msg: Any) -> None:
+        self.inbox_send.send_nowait(msg)
+
+    async def call(self, make: Callable[[Reply], Any]) -> Any:
+        reply = Reply()
+        self.send(make(reply))
+        return await reply.get()
+
+    # ---- the queue supervisor
+
+    async def supervise(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                        ) -> None:
+        """Run the queue; restart its actors when they crash, escalate when too often."""
+        while True:
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    await nursery.start(self._actor)
+                    await nursery.start(self._worker_supervisor)
+                    if not self.started:
+                        self.started = True
+                        task_status.started()
+            except Exception as exc:
+                if not self.started:
+                    raise _single(exc) from None
+                if find_supervisor_error(exc) is not None:
+                    raise
+                self.crashes.record("queue actor", exc, trio.current_time())
+                continue
+            return  # pragma: no cover - the actor loop never returns
+
+    # ---- the queue actor
+
+    async def _actor(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                     ) -> None:
+        self.core = QueueCore(self.spec.concurrency, self.spec.retry, self.rng, paused=self.paused)
+        self._scopes.clear()
+        self._dispatch_send, self._dispatch_recv = trio.open_memory_channel[JobRecord](math.inf)
+        rnd = _Round(finished=True)  # apply retention once at spawn
+        self._load(rnd, trio.current_time())
+        await self._finish_round(rnd)
+        task_status.started()
+        while True:
+            wake = self.core.next_wakeup()
+            deadline = math.inf if wake is None else wake
+            msgs = []
+            with trio.move_on_at(deadline):
+                msgs.append(await self._inbox.receive())
+            while True:
+                try:
+                    msgs.append(self._inbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            rnd = _Round()
+            now = trio.current_time()
+            try:
+                for msg in msgs:
+                    self._handle(msg, rnd, now)
+                await self._finish_round(rnd)
+            except BaseException as exc:
+                error = exc if isinstance(exc, Exception) else RuntimeError("the queue stopped")
+                for reply in rnd.replies:
+                    reply.fail(error)
+                raise
+
+    def _load(self, rnd: _Round, now: float) -> None:
+        """Rebuild the core from the journal: every live job of this queue."""
+        wall = to_wall(now)
+        for rec in self.runtime.journal.live(self.name):
+            job = core_job(rec)
+            if rec.interrupted:
+                decision = self.core.add_interrupted(job, now)
+                if decision is not None:
+                    exc = JobInterrupted(rec.error.partition(": ")[2] if rec.error else
+                                         "the attempt was interrupted")
+                    self._decided(rnd, rec.id, rec.payload, exc, decision, now, wall,
+                                  then=partial(self._hooks_after_failure, exc))
+            elif rec.state is JobState.RUNNING:
+                # Our previous incarnation crashed while this ran: the attempt is not counted.
+                job.attempts = max(job.attempts - 1, 0)
+                if self.core.add(job, now):
+                    rnd.add(Requeued(rec.id, wall))
+            else:
+                self.core.add(job, now)
+        for job_id, returned in self._threads.items():
+            if not returned.is_set():
+                self.core.block(job_id)
+
+    async def _finish_round(self, rnd: _Round) -> None:
+        now = trio.current_time()
+        wall = to_wall(now)
+        for job_id in self.core.promote_due(now):
+            rnd.add(Due(job_id, wall))
+        epoch = self.runtime.journal.epoch
+        for job in self.core.take_startable(now):
+            rnd.add(Started(job.id, wall, job.attempts, epoch), partial(self._on_started, job.id))
+        if rnd.events:
+            retention = {self.name: self.spec.retention} if rnd.finished else None
+            records = await self.runtime.writer.commit(rnd.events, retention)
+            for index, callback in rnd.on_record:
+                callback(records[index])
+        elif rnd.finished:
+            await self.runtime.writer.commit([], {self.name: self.spec.retention})
+        for callback in rnd.after:
+            callback()
+        if self._joiners and self.core.idle:
+            for reply in self._joiners:
+                reply.set(None)
+            self._joiners.clear()
+
+    def _on_started(self, job_id: str, rec: JobRecord | None) -> None:
+        if rec is None:  # refused: another writer ended the job meanwhile
+            self.core.forget(job_id)
+            self.send(_KICK)
+        else:
+            self._dispatch_send.send_nowait(rec)
+
+    # ---- messages
+
+    def _handle(self, msg: Any, rnd: _Round, now: float) -> None:
+        wall = to_wall(now)
+        reply = getattr(msg, "reply", None)
+        if reply is not None:
+            rnd.replies.append(reply)
+        if isinstance(msg, EnqueueMsg):
+            self._enqueue(msg, rnd, now)
+        elif isinstance(msg, OutcomeMsg):
+            self._outcome(msg, rnd, now, wall)
+        elif isinstance(msg, CancelMsg):
+            self._cancel(msg, rnd, wall)
+        elif isinstance(msg, CrashMsg):
+            if self._is_running(msg.job_id, msg.attempt):
+                exc = JobInterrupted(f"the worker running attempt {msg.attempt} crashed: "
+                                     f"{type(msg.error).__name__}: {msg.error}")
+                self._attempt_ended(rnd, msg.job_id, msg.payload, exc, now, wall,
+                                    then=partial(self._hooks_after_failure, exc))
+        elif isinstance(msg, RequeueMsg):
+            if self._is_running(msg.job_id, msg.attempt):
+                self.core.requeue(msg.job_id)
+                rnd.add(Requeued(msg.job_id, wall))
+        elif isinstance(msg, ThreadReturnedMsg):
+            self._threads.pop(msg.job_id, None)
+            self.core.unblock(msg.job_id)
+        elif isinstance(msg, PauseMsg):
+            self.paused = self.core.paused = msg.paused
+            rnd.after.append(partial(msg.reply.set, None))
+        elif isinstance(msg, JoinMsg):
+            self._joiners.append(msg.reply)
+        elif isinstance(msg, AdoptMsg):
+            self.core.add(core_job(msg.record), now)
+        elif isinstance(msg, KickMsg):
+            pass
+        else:  # pragma: no cover
+            raise TypeError(f"unknown message {msg!r}")
+
+    def _is_running(self, job_id: str, attempt: int) -> bool:
+        job = self.core.jobs.get(job_id)
+        return job is not None and job.where == "running" and job.attempts == attempt
+
+    def _enqueue(self, msg: EnqueueMsg, rnd: _Round, now: float) -> None:
+        journal = self.runtime.journal
+        ids = []
+        for new in msg.jobs:
+            job_id = new.record.id
+            ids.append(job_id)
+            if job_id in rnd.new_ids or (new.given_id and (
+                    job_id in self.core.jobs or journal.get(job_id) is not None)):
+                continue  # idempotent: that id is held already
+            rnd.new_ids.add(job_id)
+            self.core.add(new.core, now)
+            rnd.add(Enqueued(new.record), partial(self._on_enqueued, job_id))
+        rnd.after.append(partial(msg.reply.set, ids))
+
+    def _on_enqueued(self, job_id: str, rec: JobRecord | None) -> None:
+        if rec is None:  # another queue journaled this id first: it is held, ours is dropped
+            self.core.forget(job_id)
+
+    def _outcome(self, msg: OutcomeMsg, rnd: _Round, now: float, wall: float) -> None:
+        if not self._is_running(msg.job_id, msg.attempt):
+            rnd.after.append(partial(msg.reply.set, None))
+            return
+        cancels = self._cancel_requested.pop(msg.job_id, [])
+        if msg.kind == "ok":
+            self.core.succeeded(msg.job_id)
+            rnd.finished = True
+            rnd.add(Succeeded(msg.job_id, wall, msg.result),
+                    lambda rec: msg.reply.set(rec and ("completed", rec)))
+            for reply in cancels:  # it finished before the cancel could stop it
+                rnd.after.append(partial(reply.set, False))
+        elif msg.kind == "cancelled" or cancels:
+            self.core.forget(msg.job_id)
+            rnd.finished = True
+
+            def cancelled(rec: JobRecord | None) -> None:
+                msg.reply.set(rec and ("cancelled", rec))
+                for reply in cancels:
+                    reply.set(rec is not None)
+
+            rnd.add(Cancelled(msg.job_id, wall), cancelled)
+        else:
+            assert msg.error is not None
+            self._attempt_ended(rnd, msg.job_id, msg.payload, msg.error, now, wall,
+                                then=lambda kind, rec: msg.reply.set(rec and (kind, rec)),
+                                thread_alive=msg.thread_alive)
+
+    def _attempt_ended(self, rnd: _Round, job_id: str, payload: Any, exc: BaseException,
+                       now: float, wall: float, *, then: Callable[[str, JobRecord | None], None],
+                       thread_alive: trio.Event | None = None) -> None:
+        decision = self.core.attempt_failed(job_id, now, discard=isinstance(exc, Discard))
+        if isinstance(decision, RetryAt) and thread_alive is not None:
+            self.core.block(job_id)
+            self._threads[job_id] = thread_alive
+            assert self._nursery is not None
+            self._nursery.start_soon(self._watch_thread, job_id, thread_alive)
+        self._decided(rnd, job_id, payload, exc, decision, now, wall, then=then)
+
+    def _decided(self, rnd: _Round, job_id: str, payload: Any, exc: BaseException,
+                 decision: RetryAt | GiveUp, now: float, wall: float,
+                 *, then: Callable[[str, JobRecord | None], None]) -> None:
+        error = format_error(exc)
+        if isinstance(decision, RetryAt):
+            retry_at = wall + decision.delay if decision.delay > 0 else None
+            rnd.add(AttemptFailed(job_id, wall, error, retry_at), partial(then, "retry"))
+            return
+        rnd.finished = True
+        rnd.add(Failed(job_id, wall, error), partial(then, "failed"))
+        if self.spec.dead_letter is not None:
+            dead = self.runtime.dead_letter_record(
+                self.spec.dead_letter, job_id, self.name, payload, error, decision.attempts, wall)
+            rnd.add(Enqueued(dead), self.runtime.deliver)
+
+    async def _watch_thread(self, job_id: str, returned: trio.Event) -> None:
+        await returned.wait()
+        self.send(ThreadReturnedMsg(job_id))
+
+    def _cancel(self, msg: CancelMsg, rnd: _Round, wall: float) -> None:
+        where = self.core.cancel(msg.job_id)
+        if where == "running":
+            self._cancel_requested.setdefault(msg.job_id, []).append(msg.reply)
+            scope = self._scopes.get(msg.job_id)
+            if scope is not None:
+                scope.cancel()
+            return
+        if where is None:
+            rec = self.runtime.journal.get(msg.job_id)
+            if rec is None:
+                rnd.after.append(partial(msg.reply.fail, UnknownJob(msg.job_id)))
+                return
+            if rec.state.terminal:
+                rnd.after.append(partial(msg.reply.set, False))
+                return
+        rnd.finished = True
+
+        def cancelled(rec: JobRecord | None) -> None:
+            msg.reply.set(rec is not None)
+            if rec is not None:
+                self._spawn_hook(self.spec.hooks.on_cancel, rec)
+
+        rnd.add(Cancelled(msg.job_id, wall), cancelled)
+
+    # ---- hooks run outside workers (their transitions were decided by the actor)
+
+    def _job(self, rec: JobRecord) -> Job:
+        payload = rec.payload
+        if self.spec.payload_type is not None:
+            payload = structure(payload, self.spec.payload_type)
+        return Job(rec.id, rec.queue, payload, rec.attempts, rec.priority)
+
+    def _spawn_hook(self, fn: Callable[..., Any] | None, rec: JobRecord, *args: Any) -> None:
+        if fn is not None:
+            assert self._nursery is not None
+            self._nursery.start_soon(call_hook, fn, self._job(rec), *args)
+
+    def _hooks_after_failure(self, exc: BaseException, kind: str, rec: JobRecord | None) -> None:
+        if rec is None:
+            return
+        hooks = self.spec.hooks
+        if hooks.on_error is None and hooks.on_failure is None:
+            return
+        job = self._job(rec)
+
+        async def run() -> None:
+            await call_hook(hooks.on_error, job, exc)
+            if kind == "failed":
+                await call_hook(hooks.on_failure, job, exc)
+
+        assert self._nursery is not None
+        self._nursery.start_soon(run)
+
+    # ---- workers
+
+    async def _worker_supervisor(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        slots = [_WorkerSlot(i) for i in range(self.spec.concurrency)]
+        task_status.started()
+        if self.spec.restart.strategy == "one_for_one":
+            async with trio.open_nursery() as nursery:
+                for slot in slots:
+                    nursery.start_soon(self._supervise_worker, slot)
+            return  # pragma: no cover - workers never return
+        while True:  # one_for_all: a crash restarts every worker
+            try:
+                async with trio.open_nursery() as nursery:
+                    for slot in slots:
+                        nursery.start_soon(self._marked_worker, slot)
+            except Exception as exc:
+                for slot in slots:
+                    if slot.current is not None:
+                        held, slot.current = slot.current, None
+                        if slot.crash is not None:
+                            self.send(CrashMsg(held.id, held.attempts, slot.crash, held.payload))
+                        else:
+                            self.send(RequeueMsg(held.id, held.attempts))
+                    slot.crash = None
+                self.crashes.record("workers (one_for_all)", exc, trio.current_time())
+
+    async def _marked_worker(self, slot: _WorkerSlot) -> None:
+        try:
+            await self._worker(slot)
+        except Exception as exc:
+            slot.crash = exc
+            raise
+
+    async def _supervise_worker(self, slot: _WorkerSlot) -> None:
+        while True:
+            try:
+                await self._worker(slot)
+                return  # pragma: no cover - the dispatch channel never closes
+            except Exception as exc:
+                if slot.current is not None:
+                    held, slot.current = slot.current, None
+                    self.send(CrashMsg(held.id, held.attempts, exc, held.payload))
+                self.crashes.record(f"worker {slot.index}", exc, trio.current_time())
+
+    async def _worker(self, slot: _WorkerSlot) -> None:
+        async for rec in self._dispatch_recv:
+            slot.current = rec
+            await self._run_attempt(rec)
+            slot.current = None
+
+    async def _run_attempt(self, rec: JobRecord) -> None:
+        spec = self.spec
+        hooks = spec.hooks
+        kind, result, error, value = "ok", None, None, None
+        job: Job | None = None
+        try:
+            job = self._job(rec)
+        except Exception as exc:  # a journaled payload that no longer fits payload_type
+            kind, error = "error", exc
+        timeout = rec.timeout if rec.timeout is not None else spec.timeout
+        scope = trio.CancelScope()
+        thread_returned: trio.Event | None = None
+        if job is not None:
+            await call_hook(hooks.on_start, job)
+            if timeout is not None:
+                scope.deadline = trio.current_time() + timeout
+            self._scopes[rec.id] = scope
+            if rec.id in self._cancel_requested:
+                scope.cancel()
+            try:
+                with scope:
+                    try:
+                        if spec.is_sync:
+                            thread_returned = trio.Event()
+                            value = await trio.to_thread.run_sync(
+                                _call_in_thread, spec.handler, job,
+                                trio.lowlevel.current_trio_token(), thread_returned.set,
+                                abandon_on_cancel=True, limiter=self.limiter)
+                        else:
+                            value = await spec.handler(job)
+                        result = normalize(value, "handler result")
+                    except Exception as exc:
+                        kind, error = "error", exc
+            finally:
+                self._scopes.pop(rec.id, None)
+            if scope.cancelled_caught:
+                if rec.id in self._cancel_requested:
+                    kind = "cancelled"
+                else:
+                    kind, error = "error", JobTimeout(
+                        f"attempt {rec.attempts} timed out after {timeout}s")
+        alive = None
+        if thread_returned is not None and not thread_returned.is_set():
+            alive = thread_returned
+        reply = Reply()
+        self.send(OutcomeMsg(rec.id, rec.attempts, kind, result, error, rec.payload, alive, reply))
+        outcome = await reply.get()
+        if outcome is None or job is None:
+            return
+        what, _new = outcome
+        if what == "completed":
+            await call_hook(hooks.on_success, job, value)
+        elif what == "cancelled":
+            await call_hook(hooks.on_cancel, job)
+        else:
+            await call_hook(hooks.on_error, job, error)
+            if what == "failed":
+                await call_hook(hooks.on_failure, job, error)
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one error inside a group of one (a startup failure reads better bare)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

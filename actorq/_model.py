@@ -1,0 +1,538 @@
+"""Values: job states, records, journal events, policy configs and the pure ``apply_event``.
+
+Nothing here imports trio, lmdb or cattrs. Durable times are wall-clock epoch seconds (floats).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import math
+from collections.abc import Callable
+from typing import Any, Union
+
+import attrs
+
+# --------------------------------------------------------------------------------------------
+# States and priorities
+
+
+class JobState(str, enum.Enum):
+    """Where a job stands. The last three are terminal."""
+
+    PENDING = "pending"
+    DELAYED = "delayed"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+LIVE_STATES = (JobState.PENDING, JobState.DELAYED, JobState.RUNNING)
+TERMINAL_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+PRIORITIES = {"critical": 0, "high": 1, "normal": 2, "low": 3}
+
+
+def parse_priority(priority: object) -> int:
+    """``"critical"``/``"high"``/``"normal"``/``"low"`` or an int (not a bool); lower runs first."""
+    if isinstance(priority, str):
+        try:
+            return PRIORITIES[priority]
+        except KeyError:
+            names = ", ".join(repr(n) for n in PRIORITIES)
+            raise ValueError(f"priority must be one of {names} or an int (got {priority!r})") from None
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(
+            f"priority must be a priority name or an int, not {type(priority).__name__} "
+            f"(got {priority!r})"
+        )
+    if not -(2**63) <= priority < 2**63:
+        raise ValueError(f"priority must fit in 64 bits (got {priority!r})")
+    return priority
+
+
+def parse_state(state: object) -> JobState:
+    try:
+        return JobState(state)
+    except ValueError:
+        names = ", ".join(repr(s.value) for s in JobState)
+        raise ValueError(f"state must be a JobState or one of {names} (got {state!r})") from None
+
+
+def to_datetime(ts: float | None) -> _dt.datetime | None:
+    return None if ts is None else _dt.datetime.fromtimestamp(ts, _dt.timezone.utc)
+
+
+# --------------------------------------------------------------------------------------------
+# Validators shared by the configs
+
+
+def check_positive_number(name: str, value: object, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number (got {value!r})")
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"{name} must be finite (got {value!r})")
+    if allow_zero and value < 0:
+        raise ValueError(f"{name} must be >= 0 (got {value!r})")
+    if not allow_zero and value <= 0:
+        raise ValueError(f"{name} must be > 0 (got {value!r})")
+    return float(value)
+
+
+def check_int_at_least(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int (got {value!r})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum} (got {value!r})")
+    return value
+
+
+def _positive(allow_zero: bool = False) -> Callable[[Any, attrs.Attribute, Any], None]:
+    def validate(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+        check_positive_number(attribute.name, value, allow_zero=allow_zero)
+
+    return validate
+
+
+def _optional_positive(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None:
+        check_positive_number(attribute.name, value)
+
+
+def _int_at_least(minimum: int) -> Callable[[Any, attrs.Attribute, Any], None]:
+    def validate(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+        check_int_at_least(attribute.name, value, minimum)
+
+    return validate
+
+
+# --------------------------------------------------------------------------------------------
+# Backoff and retry
+
+
+@attrs.frozen
+class Fixed:
+    """The same delay before every retry."""
+
+    delay: float = attrs.field(validator=_positive(allow_zero=True))
+
+
+@attrs.frozen
+class Linear:
+    """``delay * n`` before retry n."""
+
+    delay: float = attrs.field(validator=_positive(allow_zero=True))
+
+
+@attrs.frozen
+class Exponential:
+    """``min(initial * factor**(n-1), max)`` before retry n, spread by ``jitter``."""
+
+    initial: float = attrs.field(validator=_positive(allow_zero=True))
+    factor: float = attrs.field(default=2.0, validator=_positive())
+    max: float | None = attrs.field(default=None, validator=_optional_positive)
+    jitter: float = attrs.field(default=0.0)
+
+    @jitter.validator
+    def _check_jitter(self, _attribute: attrs.Attribute, value: float) -> None:
+        check_positive_number("jitter", value, allow_zero=True)
+        if value > 1:
+            raise ValueError(f"jitter must be between 0 and 1 (got {value!r})")
+
+
+def fixed(delay: float) -> Fixed:
+    """Backoff: ``delay`` seconds before every retry."""
+    return Fixed(delay)
+
+
+def linear(delay: float) -> Linear:
+    """Backoff: ``delay * n`` seconds before retry n."""
+    return Linear(delay)
+
+
+def exponential(
+    initial: float, factor: float = 2.0, max: float | None = None, jitter: float = 0.0  # noqa: A002
+) -> Exponential:
+    """Backoff: ``min(initial * factor**(n-1), max)``, spread uniformly over ``[d(1-j), d(1+j)]``."""
+    return Exponential(initial, factor, max, jitter)
+
+
+def _check_backoff(_inst: Any, _attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, (Fixed, Linear, Exponential)) or callable(value):
+        return
+    if isinstance(value, bool):
+        raise TypeError(f"backoff must be a number, a list of numbers, a callable or a "
+                        f"backoff policy (got {value!r})")
+    if isinstance(value, (int, float)):
+        check_positive_number("backoff", value, allow_zero=True)
+        return
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError("backoff must not be an empty list")
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                raise TypeError(f"backoff list items must be numbers (got {item!r})")
+            check_positive_number("backoff list item", item, allow_zero=True)
+        return
+    raise TypeError(
+        f"backoff must be a number, a list of numbers, a callable or a backoff policy "
+        f"(got {value!r})"
+    )
+
+
+def _freeze_backoff(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@attrs.frozen
+class Retry:
+    """How often a failed job is tried again, and how long to wait before each retry.
+
+    ``max_attempts`` counts every attempt, the first included. ``backoff`` is a backoff policy
+    (:func:`fixed`, :func:`linear`, :func:`exponential`), a number (fixed), a list of numbers (its
+    n-th item before retry n, the last one repeating) or a callable ``f(n) -> seconds``.
+    """
+
+    max_attempts: int = attrs.field(default=3, validator=_int_at_least(1))
+    backoff: Any = attrs.field(
+        factory=lambda: exponential(1.0, factor=2.0, max=60.0, jitter=0.0),
+        converter=_freeze_backoff,
+        validator=_check_backoff,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Other policies
+
+
+@attrs.frozen
+class Throttle:
+    """A token bucket: ``burst`` tokens (default ``max(rate, 1)``), refilled at ``rate/per``/s."""
+
+    rate: float = attrs.field(validator=_positive())
+    per: float = attrs.field(default=1.0, validator=_positive())
+    burst: float | None = attrs.field(default=None)
+
+    @burst.validator
+    def _check_burst(self, _attribute: attrs.Attribute, value: float | None) -> None:
+        if value is None:
+            return
+        check_positive_number("burst", value)
+        if value < 1:
+            raise ValueError(f"burst must be >= 1 (got {value!r})")
+
+    @property
+    def capacity(self) -> float:
+        return float(self.burst) if self.burst is not None else max(float(self.rate), 1.0)
+
+
+@attrs.frozen
+class Debounce:
+    """Collapse bursts of jobs with the same key into one run (``"trailing"`` or ``"leading"``)."""
+
+    wait: float = attrs.field(validator=_positive(allow_zero=True))
+    key: Callable[[Any], str] | None = attrs.field(default=None, kw_only=True)
+    mode: str = attrs.field(default="trailing", kw_only=True)
+    max_wait: float | None = attrs.field(default=None, kw_only=True)
+
+    @mode.validator
+    def _check_mode(self, _attribute: attrs.Attribute, value: str) -> None:
+        if value not in ("trailing", "leading"):
+            raise ValueError(f"mode must be 'trailing' or 'leading' (got {value!r})")
+
+    @max_wait.validator
+    def _check_max_wait(self, _attribute: attrs.Attribute, value: float | None) -> None:
+        if value is None:
+            return
+        check_positive_number("max_wait", value, allow_zero=True)
+        if value < self.wait:
+            raise ValueError(f"max_wait must be >= wait ({self.wait!r}) (got {value!r})")
+
+    @key.validator
+    def _check_key(self, _attribute: attrs.Attribute, value: Any) -> None:
+        if value is not None and not callable(value):
+            raise TypeError(f"key must be a callable or None (got {value!r})")
+
+
+@attrs.frozen
+class Retention:
+    """Finished jobs older than ``max_age`` seconds, or beyond the newest ``max_count``, leave."""
+
+    max_age: float = attrs.field(default=7 * 86400, validator=_positive())
+    max_count: int = attrs.field(default=100_000, validator=_int_at_least(0))
+
+
+@attrs.frozen
+class Restart:
+    """OTP supervision of a queue's actors: ``max_restarts`` crashes within ``within`` seconds."""
+
+    max_restarts: int = attrs.field(default=3, validator=_int_at_least(0))
+    within: float = attrs.field(default=5.0, validator=_positive())
+    strategy: str = attrs.field(default="one_for_one")
+
+    @strategy.validator
+    def _check_strategy(self, _attribute: attrs.Attribute, value: str) -> None:
+        if value not in ("one_for_one", "one_for_all"):
+            raise ValueError(f"strategy must be 'one_for_one' or 'one_for_all' (got {value!r})")
+
+
+def _optional_callable(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{attribute.name} must be a function or an async function (got {value!r})")
+
+
+@attrs.frozen
+class Hooks:
+    """Callbacks on a job's transitions; each runs only after its transition is durable.
+
+    ``on_start(job)``, ``on_success(job, result)``, ``on_error(job, exc)`` after every failed
+    attempt, ``on_failure(job, exc)`` once the job failed for good, ``on_cancel(job)``. Each may be
+    a plain or an async function. A hook that raises crashes the actor that runs it.
+    """
+
+    on_start: Callable[..., Any] | None = attrs.field(default=None, validator=_optional_callable)
+    on_success: Callable[..., Any] | None = attrs.field(default=None, validator=_optional_callable)
+    on_error: Callable[..., Any] | None = attrs.field(default=None, validator=_optional_callable)
+    on_failure: Callable[..., Any] | None = attrs.field(default=None, validator=_optional_callable)
+    on_cancel: Callable[..., Any] | None = attrs.field(default=None, validator=_optional_callable)
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs
+
+
+@attrs.frozen
+class Job:
+    """What a handler receives: one attempt of one job."""
+
+    id: str
+    queue: str
+    payload: Any
+    attempt: int
+    priority: int
+
+
+@attrs.frozen
+class JobRecord:
+    """A job as the journal holds it. Times are wall-clock epoch seconds."""
+
+    id: str
+    queue: str
+    state: JobState
+    payload: Any
+    priority: int
+    seq: int  # the log sequence number of its enqueue: unique, in enqueue order
+    created_at: float
+    ready_at: float  # when it became (or becomes) ready: enqueue, run_at or retry time
+    run_at: float | None = None  # due time while delayed
+    attempts: int = 0
+    max_attempts: int | None = None  # per-job override of the queue's retry policy
+    timeout: float | None = None  # per-job override of the queue's timeout
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: Any = None
+    error: str | None = None
+    superseded_by: str | None = None
+    epoch: int = 0  # boot epoch of the latest start
+    interrupted: bool = False  # the latest attempt was cut short; the retry policy must decide
+    debounce_key: str | None = None
+    log: tuple[int, ...] = ()  # sequence numbers of this job's log entries
+
+
+@attrs.frozen
+class JobInfo:
+    """A job as it stands, as ``status`` and ``list`` report it."""
+
+    id: str
+    queue: str
+    state: JobState
+    payload: Any
+    priority: int
+    attempts: int
+    result: Any
+    error: str | None
+    superseded_by: str | None
+    created_at: _dt.datetime
+    started_at: _dt.datetime | None
+    finished_at: _dt.datetime | None
+    run_at: _dt.datetime | None = None
+    max_attempts: int | None = None
+
+    @classmethod
+    def from_record(cls, rec: JobRecord) -> JobInfo:
+        return cls(
+            id=rec.id,
+            queue=rec.queue,
+            state=rec.state,
+            payload=rec.payload,
+            priority=rec.priority,
+            attempts=rec.attempts,
+            result=rec.result,
+            error=rec.error,
+            superseded_by=rec.superseded_by,
+            created_at=to_datetime(rec.created_at),  # type: ignore[arg-type]
+            started_at=to_datetime(rec.started_at),
+            finished_at=to_datetime(rec.finished_at),
+            run_at=to_datetime(rec.run_at) if rec.state is JobState.DELAYED else None,
+            max_attempts=rec.max_attempts,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Journal events: one per state transition, appended to the log and folded into the record.
+
+
+@attrs.frozen
+class Enqueued:
+    record: JobRecord
+
+
+@attrs.frozen
+class Started:
+    id: str
+    at: float
+    attempt: int
+    epoch: int
+
+
+@attrs.frozen
+class Due:
+    """A delayed job became ready."""
+
+    id: str
+    at: float
+
+
+@attrs.frozen
+class Succeeded:
+    id: str
+    at: float
+    result: Any
+
+
+@attrs.frozen
+class AttemptFailed:
+    """An attempt failed and the job will be retried (at ``retry_at``; now if None)."""
+
+    id: str
+    at: float
+    error: str
+    retry_at: float | None
+
+
+@attrs.frozen
+class Failed:
+    """The job failed for good."""
+
+    id: str
+    at: float
+    error: str
+
+
+@attrs.frozen
+class Cancelled:
+    id: str
+    at: float
+    superseded_by: str | None = None
+
+
+@attrs.frozen
+class Requeued:
+    """A running attempt was stopped by us (shutdown, a sibling's crash): it does not count."""
+
+    id: str
+    at: float
+
+
+@attrs.frozen
+class Interrupted:
+    """A running attempt was cut short by a crash; the queue's retry policy decides on spawn."""
+
+    id: str
+    at: float
+    error: str
+
+
+Event = Union[Enqueued, Started, Due, Succeeded, AttemptFailed, Failed, Cancelled, Requeued,
+              Interrupted]
+EVENT_TAGS: dict[type, str] = {
+    Enqueued: "enq",
+    Started: "start",
+    Due: "due",
+    Succeeded: "ok",
+    AttemptFailed: "retry",
+    Failed: "fail",
+    Cancelled: "cancel",
+    Requeued: "requeue",
+    Interrupted: "intr",
+}
+
+_S = JobState
+
+
+def apply_event(rec: JobRecord | None, ev: Event, seq: int) -> JobRecord | None:
+    """Fold one event into a job's record; None where the transition is not allowed.
+
+    ``seq`` is the log sequence number the event is written under. An event that does not fit
+    the record (a start of a job cancelled meanwhile, an enqueue of an id already held) is refused
+    rather than applied, so two writers racing on one job can never corrupt it.
+    """
+    if isinstance(ev, Enqueued):
+        if rec is not None:
+            return None
+        return attrs.evolve(ev.record, seq=seq, log=(seq,))
+    if rec is None or rec.state.terminal:
+        return None
+    log = rec.log + (seq,)
+    state = rec.state
+    if isinstance(ev, Started):
+        if state not in (_S.PENDING, _S.DELAYED) or rec.interrupted:
+            return None
+        return attrs.evolve(rec, state=_S.RUNNING, attempts=ev.attempt, started_at=ev.at,
+                            epoch=ev.epoch, run_at=None, log=log)
+    if isinstance(ev, Due):
+        if state is not _S.DELAYED:
+            return None
+        return attrs.evolve(rec, state=_S.PENDING, run_at=None, log=log)
+    if isinstance(ev, Succeeded):
+        if state is not _S.RUNNING:
+            return None
+        return attrs.evolve(rec, state=_S.COMPLETED, result=ev.result, finished_at=ev.at, log=log)
+    if isinstance(ev, AttemptFailed):
+        if state is not _S.RUNNING and not rec.interrupted:
+            return None
+        if ev.retry_at is not None and ev.retry_at > ev.at:
+            return attrs.evolve(rec, state=_S.DELAYED, error=ev.error, run_at=ev.retry_at,
+                                ready_at=ev.retry_at, interrupted=False, log=log)
+        return attrs.evolve(rec, state=_S.PENDING, error=ev.error, run_at=None, ready_at=ev.at,
+                            interrupted=False, log=log)
+    if isinstance(ev, Failed):
+        return attrs.evolve(rec, state=_S.FAILED, error=ev.error, finished_at=ev.at, run_at=None,
+                            interrupted=False, log=log)
+    if isinstance(ev, Cancelled):
+        return attrs.evolve(rec, state=_S.CANCELLED, finished_at=ev.at, run_at=None,
+                            superseded_by=ev.superseded_by, interrupted=False, log=log)
+    if isinstance(ev, Requeued):
+        if state is not _S.RUNNING:
+            return None
+        return attrs.evolve(rec, state=_S.PENDING, attempts=max(rec.attempts - 1, 0), log=log)
+    if isinstance(ev, Interrupted):
+        if state is not _S.RUNNING:
+            return None
+        return attrs.evolve(rec, state=_S.PENDING, error=ev.error, interrupted=True, log=log)
+    raise TypeError(f"not a journal event: {ev!r}")  # pragma: no cover
+
+
+def format_error(exc: BaseException) -> str:
+    """``"ExceptionType: message"``, as JobInfo.error holds it."""
+    return f"{type(exc).__name__}: {exc}"
+

@@ -1,0 +1,64 @@
+"""OTP-style supervision: restart intensity over a sliding window, and escalation.
+
+Supervisors in actorq are visible loops (see ``_actor.py``): they catch ``Exception`` (never
+``BaseException``, so ``trio.Cancelled`` always passes through), record the crash here, and either
+restart the child or escalate with :class:`SupervisorError`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+
+from ._errors import SupervisorError
+from ._model import Restart
+
+log = logging.getLogger("actorq")
+
+
+@attrs.frozen
+class CrashInfo:
+    actor: str
+    at: float
+    error: str
+
+
+@attrs.define(eq=False)
+class CrashLog:
+    """Crashes of one supervisor's children; escalates on the (max_restarts+1)-th within
+    ``within`` seconds."""
+
+    name: str
+    policy: Restart
+    _times: list[float] = attrs.field(factory=list)
+    restarts: dict[str, int] = attrs.field(factory=dict)
+    last_crash: CrashInfo | None = None
+
+    def record(self, actor: str, exc: BaseException, now: float) -> None:
+        """Count a crash of ``actor`` at ``now``; raise SupervisorError where it is one too many."""
+        self._times = [t for t in self._times if t > now - self.policy.within] + [now]
+        self.last_crash = CrashInfo(actor, now, f"{type(exc).__name__}: {exc}")
+        if len(self._times) > self.policy.max_restarts:
+            log.error("%s: %s crashed %d times within %ss; escalating",
+                      self.name, actor, len(self._times), self.policy.within, exc_info=exc)
+            raise SupervisorError(
+                f"{self.name}: {len(self._times)} crashes within {self.policy.within}s "
+                f"(max_restarts={self.policy.max_restarts}); last: {actor} crashed with "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        self.restarts[actor] = self.restarts.get(actor, 0) + 1
+        log.warning("%s: %s crashed (%s: %s); restarting", self.name, actor,
+                    type(exc).__name__, exc, exc_info=exc)
+
+
+def find_supervisor_error(exc: BaseException) -> SupervisorError | None:
+    """The SupervisorError inside ``exc`` (a bare error or an exception group), if any."""
+    if isinstance(exc, SupervisorError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_supervisor_error(inner)
+            if found is not None:
+                return found
+    return None
