@@ -253,13 +253,13 @@ def core_job(rec: JobRecord) -> CoreJob:
 class QueueActor:
     """One queue: its supervisor loop, its actor loop, and its workers."""
 
-    def __init__(self, runtime: Runtime, spec: QueueSpec) -> None:
+    def __init__(self, runtime: Runtime, spec: QueueSpec, rng: random.Random) -> None:
         self.runtime = runtime
         self.spec = spec
         self.name = spec.name
         self.inbox_send, self._inbox = trio.open_memory_channel[Any](math.inf)
         self.crashes = CrashLog(f"queue {spec.name!r}", spec.restart)
-        self.rng = random.Random()
+        self.rng = rng
         self.paused = False
         self.core = QueueCore(spec.concurrency, spec.retry, self.rng)
         self.limiter = trio.CapacityLimiter(spec.concurrency * 2)
@@ -355,7 +355,7 @@ class QueueActor:
                 if self.core.add(job, now):
                     rnd.add(Requeued(rec.id, wall))
             else:
-                self.core.add(job, now)
+                self._add(rnd, rec, job, now, wall)
         for job_id, returned in self._threads.items():
             if not returned.is_set():
                 self.core.block(job_id)
@@ -397,7 +397,7 @@ class QueueActor:
         if reply is not None:
             rnd.replies.append(reply)
         if isinstance(msg, EnqueueMsg):
-            self._enqueue(msg, rnd, now)
+            self._enqueue(msg, rnd, now, wall)
         elif isinstance(msg, OutcomeMsg):
             self._outcome(msg, rnd, now, wall)
         elif isinstance(msg, CancelMsg):
@@ -421,17 +421,22 @@ class QueueActor:
         elif isinstance(msg, JoinMsg):
             self._joiners.append(msg.reply)
         elif isinstance(msg, AdoptMsg):
-            self.core.add(core_job(msg.record), now)
+            self._add(rnd, msg.record, core_job(msg.record), now, wall)
         elif isinstance(msg, KickMsg):
             pass
         else:  # pragma: no cover
             raise TypeError(f"unknown message {msg!r}")
 
+    def _add(self, rnd: _Round, rec: JobRecord, job: CoreJob, now: float, wall: float) -> None:
+        """Give a live job to the core; journal it as due where its delay has passed."""
+        if self.core.add(job, now) == "ready" and rec.state is JobState.DELAYED:
+            rnd.add(Due(rec.id, wall))
+
     def _is_running(self, job_id: str, attempt: int) -> bool:
         job = self.core.jobs.get(job_id)
         return job is not None and job.where == "running" and job.attempts == attempt
 
-    def _enqueue(self, msg: EnqueueMsg, rnd: _Round, now: float) -> None:
+    def _enqueue(self, msg: EnqueueMsg, rnd: _Round, now: float, wall: float) -> None:
         journal = self.runtime.journal
         ids = []
         for new in msg.jobs:
@@ -441,8 +446,8 @@ class QueueActor:
                     job_id in self.core.jobs or journal.get(job_id) is not None)):
                 continue  # idempotent: that id is held already
             rnd.new_ids.add(job_id)
-            self.core.add(new.core, now)
             rnd.add(Enqueued(new.record), partial(self._on_enqueued, job_id))
+            self._add(rnd, new.record, new.core, now, wall)
         rnd.after.append(partial(msg.reply.set, ids))
 
     def _on_enqueued(self, job_id: str, rec: JobRecord | None) -> None:

@@ -6,6 +6,7 @@ import contextvars
 import datetime as _dt
 import inspect
 import os
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -109,9 +110,12 @@ class Runtime:
         hooks: Hooks | None = None,
         payload_type: type | None = None,
         retention: Retention | None = None,
+        rng: random.Random | None = None,
     ) -> Queue:
         """Start a queue actor and its workers; returns its handle once the journal's jobs of
-        this queue are loaded. See API.md for every argument."""
+        this queue are loaded. See API.md for every argument. ``rng`` (an extension) is the
+        ``random.Random`` that backoff jitter draws from: pass a seeded one for reproducible
+        delays."""
         _check_name(name, "name")
         if not callable(handler):
             raise TypeError(f"handler must be callable (got {handler!r})")
@@ -124,6 +128,7 @@ class Runtime:
         _check_instance("restart", restart, Restart, "an actorq.Restart")
         _check_instance("hooks", hooks, Hooks, "an actorq.Hooks")
         _check_instance("retention", retention, Retention, "an actorq.Retention")
+        _check_instance("rng", rng, random.Random, "a random.Random")
         if dead_letter is not None:
             _check_name(dead_letter, "dead_letter")
             if dead_letter == name:
@@ -145,7 +150,7 @@ class Runtime:
             dead_letter=dead_letter, restart=restart or Restart(), hooks=hooks or Hooks(),
             payload_type=payload_type, retention=retention or Retention(),
         )
-        actor = QueueActor(self, spec)
+        actor = QueueActor(self, spec, rng or random.Random())
         self.queues[name] = actor
         try:
             await self._nursery.start(actor.supervise)

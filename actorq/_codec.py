@@ -16,8 +16,10 @@ from cattrs.strategies import configure_tagged_union
 from ._errors import PayloadError
 from ._model import EVENT_TAGS, Event, JobRecord
 
+# Journal records leave out fields at their defaults (smaller records); payloads keep every field.
 converter = make_converter(omit_if_default=True)
 configure_tagged_union(Event, converter, tag_generator=EVENT_TAGS.__getitem__, tag_name="t")
+payload_converter = make_converter()
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64
 _ALLOWED = "dict (str keys), list, tuple, str, int, float, bool, None or an attrs instance"
@@ -65,7 +67,7 @@ def _normalize(value: Any, path: str) -> Any:
         return [_normalize(item, f"{path}[{i}]") for i, item in enumerate(value)]
     if attrs.has(type(value)):
         try:
-            plain = converter.unstructure(value)
+            plain = payload_converter.unstructure(value)
         except Exception as exc:  # noqa: BLE001 - reported as the payload's fault
             raise PayloadError(f"{path}: cannot unstructure {type(value).__name__}: {exc}") from exc
         return _normalize(plain, path)
@@ -74,12 +76,12 @@ def _normalize(value: Any, path: str) -> Any:
 
 def structure(value: Any, cls: type) -> Any:
     """A stored payload as an instance of ``cls`` (a queue's ``payload_type``)."""
-    return converter.structure(value, cls)
+    return payload_converter.structure(value, cls)
 
 
 def check_structures(value: Any, cls: type, what: str = "payload") -> None:
     """PayloadError where a stored ``value`` would not structure as ``cls``."""
     try:
-        converter.structure(value, cls)
+        payload_converter.structure(value, cls)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
         raise PayloadError(f"{what} does not structure as {cls.__name__}: {exc}") from exc

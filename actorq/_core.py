@@ -72,18 +72,18 @@ class QueueCore:
 
     # ---- adding and removing
 
-    def add(self, job: CoreJob, now: float) -> bool:
-        """Take a live job in; False (and no change) where its id is known already."""
+    def add(self, job: CoreJob, now: float) -> Where | None:
+        """Take a live job in: delayed while its due time is ahead, else ready (a job whose
+        due time has passed is ready from its due time). Where it went; None (and no change)
+        where its id is known already."""
         if job.id in self.jobs:
-            return False
+            return None
         self.jobs[job.id] = job
-        if job.where == "running":
-            self.running.add(job.id)
-        elif job.due is not None and job.due > now:
+        if job.due is not None and job.due > now:
             self._delay(job, job.due)
         else:
-            self._make_ready(job, job.ready_at)
-        return True
+            self._make_ready(job, job.ready_at if job.due is None else job.due)
+        return job.where
 
     def add_interrupted(self, job: CoreJob, now: float) -> Decision | None:
         """Take in a job whose last attempt was cut short by a crash, and decide on it as on

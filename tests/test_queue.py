@@ -1,0 +1,415 @@
+"""Queue behaviour through the public API, in virtual time with exact time asserts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import attrs
+import pytest
+import trio
+
+import actorq
+from actorq import JobState
+from tests.support import run
+
+
+def test_priority_order_among_ready_jobs(journal_path):
+    started = []
+
+    async def handler(job):
+        started.append(job.payload)
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler)
+            await q.pause()
+            for payload, prio in [("low", "low"), ("normal1", "normal"), ("crit", "critical"),
+                                  ("normal2", 2), ("high", "high"), ("minus", -5), ("ten", 10)]:
+                await q.enqueue(payload, priority=prio)
+            await q.resume()
+            await q.join()
+
+    run(main)
+    assert started == ["minus", "crit", "high", "normal1", "normal2", "low", "ten"]
+
+
+def test_within_a_priority_the_job_ready_first_starts_first(journal_path):
+    started = []
+
+    async def handler(job):
+        started.append((trio.current_time(), job.payload))
+        await trio.sleep(10)
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler)
+            await q.enqueue("blocker")  # occupies the only slot from t=0 to t=10
+            await q.enqueue("late-delayed", delay=5)  # ready at 5
+            await q.enqueue("early-delayed", delay=2)  # ready at 2
+            await trio.sleep(3)
+            await q.enqueue("enqueued-at-3")  # ready at 3
+            await q.enqueue("high-at-3", priority="high")
+            await q.join()
+
+    run(main)
+    assert started == [(0, "blocker"), (10, "high-at-3"), (20, "early-delayed"),
+                       (30, "enqueued-at-3"), (40, "late-delayed")]
+
+
+def test_concurrency_bounds_running_handlers(journal_path):
+    running = 0
+    peak = 0
+    finished = []
+
+    async def handler(job):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await trio.sleep(10)
+        running -= 1
+        finished.append(trio.current_time())
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler, concurrency=2)
+            await q.enqueue_batch(range(5))
+            await q.join()
+
+    run(main)
+    assert peak == 2
+    assert finished == [10, 10, 20, 20, 30]
+
+
+def test_delay_and_run_at(journal_path):
+    started = {}
+
+    async def handler(job):
+        started[job.payload] = trio.current_time()
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler, concurrency=5)
+            a = await q.enqueue("delay", delay=30)
+            info = await q.status(a)
+            assert info.state is JobState.DELAYED
+            assert info.run_at == info.created_at + dt.timedelta(seconds=30)
+            now = dt.datetime.now(dt.timezone.utc)
+            # run_at is wall-clock; under MockClock wall time follows virtual time, so anchor it
+            # to the job's own created_at.
+            await q.enqueue("run_at", run_at=info.created_at + dt.timedelta(seconds=12))
+            await q.enqueue("past", run_at=now - dt.timedelta(days=1))
+            await q.join()
+
+    run(main)
+    assert started["past"] == 0
+    assert started["run_at"] == pytest.approx(12, abs=1e-6)
+    assert started["delay"] == 30
+
+
+def test_status_times_and_fields(journal_path):
+    async def handler(job):
+        await trio.sleep(4)
+        return {"ok": [1, 2]}
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler)
+            job_id = await q.enqueue({"n": (1, 2)}, priority="high", delay=6)
+            assert await q.wait(job_id) == {"ok": [1, 2]}
+            info = await q.status(job_id)
+            assert info.id == job_id and info.queue == "q"
+            assert info.state is JobState.COMPLETED
+            assert info.payload == {"n": [1, 2]}  # tuples are stored as lists
+            assert info.priority == 1
+            assert info.attempts == 1
+            assert info.error is None and info.superseded_by is None
+            assert info.created_at.tzinfo is not None
+            assert info.started_at - info.created_at == dt.timedelta(seconds=6)
+            assert info.finished_at - info.started_at == dt.timedelta(seconds=4)
+
+    run(main)
+
+
+def test_list_and_stats(journal_path):
+    async def handler(job):
+        if job.payload == "bad":
+            raise ValueError("nope")
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler)
+            assert await q.stats() == {s.value: 0 for s in JobState}
+            ids = [await q.enqueue(p) for p in ["a", "bad", "c"]]
+            await q.join()
+            later = await q.enqueue("later", delay=100)
+            stats = await q.stats()
+            assert stats == {"pending": 0, "delayed": 1, "running": 0, "completed": 2,
+                             "failed": 1, "cancelled": 0}
+            assert [j.id for j in await q.list()] == ids + [later]
+            assert [j.id for j in await q.list(limit=2)] == ids[:2]
+            assert [j.id for j in await q.list("completed")] == [ids[0], ids[2]]
+            assert [j.id for j in await q.list(JobState.FAILED)] == [ids[1]]
+            assert [j.payload for j in await q.list(state="delayed")] == ["later"]
+            with pytest.raises(ValueError, match=r"^state must be a JobState"):
+                await q.list("finished")
+            with pytest.raises(ValueError, match=r"^limit must be >= 0 \(got -1\)$"):
+                await q.list(limit=-1)
+
+    run(main)
+
+
+def test_pause_resume_and_join(journal_path):
+    started = []
+
+    async def handler(job):
+        started.append((job.payload, trio.current_time()))
+        await trio.sleep(1)
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler)
+            await q.enqueue("first")
+            await trio.sleep(0.5)
+            await q.pause()
+            await q.enqueue("second")
+            await trio.sleep(10)
+            assert (await q.stats())["pending"] == 1  # paused: the running job finished only
+            assert started == [("first", 0)]
+            await q.resume()
+            await q.join()
+            assert trio.current_time() == 11.5
+
+    run(main)
+    assert started == [("first", 0), ("second", 10.5)]
+
+
+def test_cancel_waiting_running_and_finished_jobs(journal_path):
+    cancelled_hooks = []
+
+    async def handler(job):
+        await trio.sleep(100)
+        return "finished"
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+            hooks = actorq.Hooks(on_cancel=lambda job: cancelled_hooks.append(job.payload))
+            q = await actorq.spawn_queue("q", handler, hooks=hooks)
+            running = await q.enqueue("running")
+            waiting = await q.enqueue("waiting")
+            delayed = await q.enqueue("delayed", delay=50)
+            await trio.sleep(1)
+            assert (await q.status(running)).state is JobState.RUNNING
+            assert await q.cancel(waiting) is True
+            assert await rt.cancel(delayed) is True
+            assert await q.cancel(running) is True
+            assert trio.current_time() == 1  # a running job is cancelled at once
+            for job_id in (running, waiting, delayed):
+                info = await q.status(job_id)
+                assert info.state is JobState.CANCELLED
+                assert info.finished_at is not None
+                with pytest.raises(actorq.JobCancelled):
+                    await q.wait(job_id)
+            assert await q.cancel(running) is False
+            with pytest.raises(actorq.UnknownJob):
+                await q.cancel("no-such-job")
+            await trio.sleep(0)
+            done = await q.enqueue("done")
+            await trio.sleep(0)
+            q2 = await actorq.spawn_queue("other", handler)
+            assert await q2.cancel(done) is True  # a handle finds jobs of any queue
+
+    run(main)
+    assert sorted(cancelled_hooks) == ["delayed", "done", "running", "waiting"]
+
+
+def test_cancel_of_a_job_that_completes_first_returns_false(journal_path):
+    async def handler(job):
+        try:
+            await trio.sleep(1)
+        except trio.Cancelled:  # pragma: no cover - not reached
+            raise
+        return 1
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler)
+            job_id = await q.enqueue(None)
+            assert await q.wait(job_id) == 1
+            assert await q.cancel(job_id) is False
+            assert (await q.status(job_id)).state is JobState.COMPLETED
+
+    run(main)
+
+
+def test_idempotent_job_id(journal_path):
+    runs = []
+
+    async def handler(job):
+        runs.append(job.payload)
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler)
+            other = await actorq.spawn_queue("other", handler)
+            assert await q.enqueue("first", job_id="order-1") == "order-1"
+            assert await q.enqueue("second", job_id="order-1") == "order-1"
+            await q.join()
+            assert await q.enqueue("third", job_id="order-1") == "order-1"  # finished, still held
+            assert await other.enqueue("fourth", job_id="order-1") == "order-1"
+            await other.join()
+            assert (await q.status("order-1")).payload == "first"
+            assert (await q.stats())["completed"] == 1
+            assert (await other.stats())["completed"] == 0
+
+    run(main)
+    assert runs == ["first"]
+
+
+def test_enqueue_batch_is_one_transaction(journal_path):
+    async def handler(job):
+        return job.payload
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+            q = await actorq.spawn_queue("q", handler)
+            await q.pause()
+            before = rt.writer.statistics()
+            ids = await q.enqueue_batch([1, 2, 3, 4], priority="high", delay=5)
+            after = rt.writer.statistics()
+            assert after.commits == before.commits + 1
+            assert after.transitions == before.transitions + 4
+            assert len(set(ids)) == 4
+            infos = [await q.status(i) for i in ids]
+            assert [i.payload for i in infos] == [1, 2, 3, 4]
+            assert all(i.priority == 1 and i.state is JobState.DELAYED for i in infos)
+            assert await q.enqueue_batch([]) == []
+            with pytest.raises(TypeError, match="job_id"):
+                await q.enqueue_batch([1], job_id="x")
+            with pytest.raises(actorq.PayloadError, match=r"payload\['x'\]"):
+                await q.enqueue_batch([1, {"x": {1, 2}}, 3])
+            assert len(await q.list()) == 4  # nothing of the bad batch was recorded
+            await q.resume()
+            assert [await q.wait(i) for i in ids] == [1, 2, 3, 4]
+
+    run(main)
+
+
+@attrs.frozen
+class Email:
+    to: str
+    subject: str
+    tags: tuple[str, ...] = ()
+
+
+def test_attrs_payloads_with_payload_type(journal_path):
+    received = []
+
+    async def handler(job):
+        received.append(job.payload)
+        return job.payload.to
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("mail", handler, payload_type=Email)
+            a = await q.enqueue(Email("ada@example.com", "hi", ("x",)))
+            b = await q.enqueue({"to": "bob@example.com", "subject": "yo"})
+            assert (await q.status(a)).payload == {"to": "ada@example.com", "subject": "hi",
+                                                    "tags": ["x"]}
+            assert await q.wait(a) == "ada@example.com"
+            assert await q.wait(b) == "bob@example.com"
+            with pytest.raises(actorq.PayloadError, match="does not structure as Email"):
+                await q.enqueue({"subject": "no recipient"})
+            with pytest.raises(TypeError, match=r"^payload_type must be an attrs class"):
+                await actorq.spawn_queue("bad", handler, payload_type=dict)
+
+    run(main)
+    assert received == [Email("ada@example.com", "hi", ("x",)),
+                        Email("bob@example.com", "yo")]
+
+
+def test_sync_handlers_run_in_worker_threads(journal_path):
+    threads = []
+
+    def handler(job):
+        threads.append(threading.current_thread())
+        return job.payload + 1
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler, concurrency=3)
+            ids = await q.enqueue_batch(range(6))
+            assert [await q.wait(i) for i in ids] == [1, 2, 3, 4, 5, 6]
+
+    run(main)
+    assert threads and all(t is not threading.main_thread() for t in threads)
+
+
+def test_hooks_run_after_their_transition_is_durable(journal_path):
+    seen = []
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+
+            async def on_start(job):
+                seen.append(("start", job.payload, (await rt.status(job.id)).state))
+
+            def on_success(job, result):
+                seen.append(("success", job.payload, result,
+                             rt.journal.get(job.id).state))
+
+            def on_error(job, exc):
+                # the failed attempt is journaled (a retry may already have started)
+                seen.append(("error", job.payload, type(exc).__name__, str(exc),
+                             rt.journal.get(job.id).error))
+
+            async def on_failure(job, exc):
+                seen.append(("failure", job.payload, str(exc), rt.journal.get(job.id).state))
+
+            async def handler(job):
+                if job.payload == "bad":
+                    raise RuntimeError(f"attempt {job.attempt}")
+                return job.payload.upper()
+
+            hooks = actorq.Hooks(on_start=on_start, on_success=on_success, on_error=on_error,
+                                 on_failure=on_failure)
+            q = await actorq.spawn_queue("q", handler, hooks=hooks,
+                                         retry=actorq.Retry(2, backoff=0))
+            await q.wait(await q.enqueue("ok"))
+            with pytest.raises(actorq.JobFailed) as info:
+                await q.wait(await q.enqueue("bad"))
+            assert info.value.error == "RuntimeError: attempt 2"
+            await trio.sleep(1)  # let the failure hooks finish
+
+    run(main)
+    r, f = JobState.RUNNING, JobState.FAILED
+    assert seen == [
+        ("start", "ok", r), ("success", "ok", "OK", JobState.COMPLETED),
+        ("start", "bad", r), ("error", "bad", "RuntimeError", "attempt 1",
+                              "RuntimeError: attempt 1"),
+        ("start", "bad", r), ("error", "bad", "RuntimeError", "attempt 2",
+                              "RuntimeError: attempt 2"),
+        ("failure", "bad", "attempt 2", f),
+    ]
+
+
+def test_wait_resolves_in_the_instant_the_job_finishes(journal_path):
+    async def handler(job):
+        await trio.sleep(7)
+        return "x"
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler)
+            job_id = await q.enqueue(None)
+            results = []
+
+            async def waiter():
+                results.append((await q.wait(job_id), trio.current_time()))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(waiter)
+            assert results == [("x", 7)] * 3
+
+    run(main)
