@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._clock import from_wall, to_wall
+from ._clock import from_wall, to_wall, wall_now
 from ._codec import normalize, structure
 from ._core import CoreJob, GiveUp, QueueCore, RetryAt
 from ._errors import Discard, JobInterrupted, JobTimeout, UnknownJob
@@ -39,6 +39,7 @@ from ._model import (
     Job,
     JobRecord,
     JobState,
+    QueueStatistics,
     Requeued,
     Restart,
     Retention,
@@ -48,7 +49,7 @@ from ._model import (
     Throttle,
     format_error,
 )
-from ._supervisor import CrashLog, find_supervisor_error
+from ._supervisor import CrashLog, find_supervisor_error, log
 
 if TYPE_CHECKING:
     from ._api import Runtime
@@ -129,6 +130,7 @@ class CancelMsg:
 class OutcomeMsg:
     """A worker's attempt ended: ``kind`` is "ok", "error" or "cancelled"."""
 
+    generation: int
     job_id: str
     attempt: int
     kind: str
@@ -143,6 +145,7 @@ class OutcomeMsg:
 class CrashMsg:
     """The worker holding this job crashed: the attempt counts as failed."""
 
+    generation: int
     job_id: str
     attempt: int
     error: BaseException
@@ -153,6 +156,7 @@ class CrashMsg:
 class RequeueMsg:
     """A sibling's crash stopped this attempt (one_for_all): back to pending, uncounted."""
 
+    generation: int
     job_id: str
     attempt: int
 
@@ -267,10 +271,23 @@ class QueueActor:
         self._cancel_requested: dict[str, list[Reply]] = {}
         self._joiners: list[Reply] = []
         self._threads: dict[str, trio.Event] = {}  # job id -> set when its abandoned thread returns
+        self.injected_crashes: list[BaseException] = []  # actorq.testing.crash_next_job
+        self.generation = 0  # incarnations of the queue actor (restarts)
         self._nursery: trio.Nursery | None = None
         self._dispatch_send: Any = None
         self._dispatch_recv: Any = None
         self.started = False
+
+    def statistics(self) -> QueueStatistics:
+        counts = self.core.counts()
+        return QueueStatistics(
+            name=self.name, concurrency=self.spec.concurrency, paused=self.paused,
+            ready=counts["ready"], delayed=counts["delayed"], running=counts["running"],
+            restarts=dict(self.crashes.restarts), last_crash=self.crashes.last_crash,
+        )
+
+    def _crashed(self, actor: str, exc: BaseException) -> None:
+        self.crashes.record(actor, exc, trio.current_time(), wall_now())
 
     def send(self, msg: Any) -> None:
         self.inbox_send.send_nowait(msg)
@@ -299,8 +316,16 @@ class QueueActor:
                     raise _single(exc) from None
                 if find_supervisor_error(exc) is not None:
                     raise
-                self.crashes.record("queue actor", exc, trio.current_time())
+                self._crashed("queue actor", exc)
                 continue
+            except BaseExceptionGroup as group:
+                # A crash while we are being cancelled: stopping wins over restarting.
+                cancelled, crash = group.split(trio.Cancelled)
+                if cancelled is None or find_supervisor_error(group) is not None:
+                    raise
+                if crash is not None:
+                    log.warning("queue %r: crash while stopping: %r", self.name, crash)
+                raise cancelled from None
             return  # pragma: no cover - the actor loop never returns
 
     # ---- the queue actor
@@ -308,6 +333,7 @@ class QueueActor:
     async def _actor(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                      ) -> None:
         self.core = QueueCore(self.spec.concurrency, self.spec.retry, self.rng, paused=self.paused)
+        self.generation += 1
         self._scopes.clear()
         self._dispatch_send, self._dispatch_recv = trio.open_memory_channel[JobRecord](math.inf)
         rnd = _Round(finished=True)  # apply retention once at spawn
@@ -403,13 +429,13 @@ class QueueActor:
         elif isinstance(msg, CancelMsg):
             self._cancel(msg, rnd, wall)
         elif isinstance(msg, CrashMsg):
-            if self._is_running(msg.job_id, msg.attempt):
+            if self._is_running(msg.generation, msg.job_id, msg.attempt):
                 exc = JobInterrupted(f"the worker running attempt {msg.attempt} crashed: "
                                      f"{type(msg.error).__name__}: {msg.error}")
                 self._attempt_ended(rnd, msg.job_id, msg.payload, exc, now, wall,
                                     then=partial(self._hooks_after_failure, exc))
         elif isinstance(msg, RequeueMsg):
-            if self._is_running(msg.job_id, msg.attempt):
+            if self._is_running(msg.generation, msg.job_id, msg.attempt):
                 self.core.requeue(msg.job_id)
                 rnd.add(Requeued(msg.job_id, wall))
         elif isinstance(msg, ThreadReturnedMsg):
@@ -432,9 +458,12 @@ class QueueActor:
         if self.core.add(job, now) == "ready" and rec.state is JobState.DELAYED:
             rnd.add(Due(rec.id, wall))
 
-    def _is_running(self, job_id: str, attempt: int) -> bool:
+    def _is_running(self, generation: int, job_id: str, attempt: int) -> bool:
+        """Whether a worker's report is about the attempt now running: a report from the
+        workers of an earlier incarnation of this queue (before a restart) is stale."""
         job = self.core.jobs.get(job_id)
-        return job is not None and job.where == "running" and job.attempts == attempt
+        return (generation == self.generation and job is not None
+                and job.where == "running" and job.attempts == attempt)
 
     def _enqueue(self, msg: EnqueueMsg, rnd: _Round, now: float, wall: float) -> None:
         journal = self.runtime.journal
@@ -455,7 +484,7 @@ class QueueActor:
             self.core.forget(job_id)
 
     def _outcome(self, msg: OutcomeMsg, rnd: _Round, now: float, wall: float) -> None:
-        if not self._is_running(msg.job_id, msg.attempt):
+        if not self._is_running(msg.generation, msg.job_id, msg.attempt):
             rnd.after.append(partial(msg.reply.set, None))
             return
         cancels = self._cancel_requested.pop(msg.job_id, [])
@@ -572,53 +601,57 @@ class QueueActor:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         slots = [_WorkerSlot(i) for i in range(self.spec.concurrency)]
+        generation = self.generation
         task_status.started()
         if self.spec.restart.strategy == "one_for_one":
             async with trio.open_nursery() as nursery:
                 for slot in slots:
-                    nursery.start_soon(self._supervise_worker, slot)
+                    nursery.start_soon(self._supervise_worker, slot, generation)
             return  # pragma: no cover - workers never return
         while True:  # one_for_all: a crash restarts every worker
             try:
                 async with trio.open_nursery() as nursery:
                     for slot in slots:
-                        nursery.start_soon(self._marked_worker, slot)
+                        nursery.start_soon(self._marked_worker, slot, generation)
             except Exception as exc:
                 for slot in slots:
                     if slot.current is not None:
                         held, slot.current = slot.current, None
                         if slot.crash is not None:
-                            self.send(CrashMsg(held.id, held.attempts, slot.crash, held.payload))
+                            self.send(CrashMsg(generation, held.id, held.attempts, slot.crash,
+                                               held.payload))
                         else:
-                            self.send(RequeueMsg(held.id, held.attempts))
+                            self.send(RequeueMsg(generation, held.id, held.attempts))
                     slot.crash = None
-                self.crashes.record("workers (one_for_all)", exc, trio.current_time())
+                self._crashed("workers (one_for_all)", exc)
 
-    async def _marked_worker(self, slot: _WorkerSlot) -> None:
+    async def _marked_worker(self, slot: _WorkerSlot, generation: int) -> None:
         try:
-            await self._worker(slot)
+            await self._worker(slot, generation)
         except Exception as exc:
             slot.crash = exc
             raise
 
-    async def _supervise_worker(self, slot: _WorkerSlot) -> None:
+    async def _supervise_worker(self, slot: _WorkerSlot, generation: int) -> None:
         while True:
             try:
-                await self._worker(slot)
+                await self._worker(slot, generation)
                 return  # pragma: no cover - the dispatch channel never closes
             except Exception as exc:
                 if slot.current is not None:
                     held, slot.current = slot.current, None
-                    self.send(CrashMsg(held.id, held.attempts, exc, held.payload))
-                self.crashes.record(f"worker {slot.index}", exc, trio.current_time())
+                    self.send(CrashMsg(generation, held.id, held.attempts, exc, held.payload))
+                self._crashed(f"worker {slot.index}", exc)
 
-    async def _worker(self, slot: _WorkerSlot) -> None:
+    async def _worker(self, slot: _WorkerSlot, generation: int) -> None:
         async for rec in self._dispatch_recv:
             slot.current = rec
-            await self._run_attempt(rec)
+            if self.injected_crashes:
+                raise self.injected_crashes.pop(0)
+            await self._run_attempt(rec, generation)
             slot.current = None
 
-    async def _run_attempt(self, rec: JobRecord) -> None:
+    async def _run_attempt(self, rec: JobRecord, generation: int) -> None:
         spec = self.spec
         hooks = spec.hooks
         kind, result, error, value = "ok", None, None, None
@@ -663,8 +696,14 @@ class QueueActor:
         if thread_returned is not None and not thread_returned.is_set():
             alive = thread_returned
         reply = Reply()
-        self.send(OutcomeMsg(rec.id, rec.attempts, kind, result, error, rec.payload, alive, reply))
-        outcome = await reply.get()
+        self.send(OutcomeMsg(generation, rec.id, rec.attempts, kind, result, error, rec.payload,
+                             alive, reply))
+        try:
+            outcome = await reply.get()
+        except Exception:
+            # The queue actor crashed before the outcome was durable. Its supervisor is
+            # stopping this incarnation's workers too: wait for that, it is not our crash.
+            await trio.sleep_forever()
         if outcome is None or job is None:
             return
         what, _new = outcome

@@ -36,6 +36,7 @@ from ._model import (
     JobInfo,
     JobRecord,
     JobState,
+    QueueStatistics,
     Restart,
     Retention,
     Retry,
@@ -403,6 +404,11 @@ class Queue:
         """Wait until this queue has no pending, delayed or running job."""
         await self._actor.call(JoinMsg)
 
+    def statistics(self) -> QueueStatistics:
+        """Live numbers from memory: jobs ready, delayed and running, restarts per actor and
+        the last crash. Sync and cheap."""
+        return self._actor.statistics()
+
 
 # ---------------------------------------------------------------------------------------------
 
@@ -437,7 +443,7 @@ async def open_runtime(path: str | os.PathLike[str], *, durability: str = "fsync
         runtime = Runtime(journal, durability)
         try:
             async with trio.open_nursery() as root:
-                await root.start(runtime.writer.run)
+                await root.start(runtime.writer.supervise)
                 try:
                     async with trio.open_nursery() as queues:
                         runtime._nursery = queues

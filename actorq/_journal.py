@@ -21,7 +21,7 @@ import fcntl
 import heapq
 import os
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import lmdb
@@ -103,6 +103,9 @@ class Journal:
             raise
         self._next_seq = self._last_seq() + 1
         self.closed = False
+        # Fault injection (actorq.testing): called inside every write transaction, after its
+        # writes and before it commits; an exception aborts the transaction.
+        self.before_commit: Callable[[], None] | None = None
 
     # ---- opening
 
@@ -228,6 +231,8 @@ class Journal:
                     assert now is not None, "retention needs now"
                     for queue, policy in retention.items():
                         self._trim(txn, queue, policy, now)
+                if self.before_commit is not None:
+                    self.before_commit()
         except lmdb.MapFullError:
             raise MapFull() from None
         self._next_seq = seq

@@ -307,6 +307,37 @@ class Hooks:
 
 
 # --------------------------------------------------------------------------------------------
+# Supervision reports
+
+
+@attrs.frozen
+class CrashInfo:
+    """One crash of an actor: which, when, and the error."""
+
+    actor: str
+    at: _dt.datetime
+    error: str
+
+
+@attrs.frozen
+class QueueStatistics:
+    """A queue's live numbers, from memory (``queue.statistics()``: sync and cheap)."""
+
+    name: str
+    concurrency: int
+    paused: bool
+    ready: int  # pending jobs waiting for a slot
+    delayed: int
+    running: int
+    restarts: dict[str, int]  # actor name -> times it was restarted
+    last_crash: CrashInfo | None
+
+    @property
+    def total_restarts(self) -> int:
+        return sum(self.restarts.values())
+
+
+# --------------------------------------------------------------------------------------------
 # Jobs
 
 

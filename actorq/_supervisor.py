@@ -12,16 +12,9 @@ import logging
 import attrs
 
 from ._errors import SupervisorError
-from ._model import Restart
+from ._model import CrashInfo, Restart, to_datetime
 
 log = logging.getLogger("actorq")
-
-
-@attrs.frozen
-class CrashInfo:
-    actor: str
-    at: float
-    error: str
 
 
 @attrs.define(eq=False)
@@ -35,10 +28,11 @@ class CrashLog:
     restarts: dict[str, int] = attrs.field(factory=dict)
     last_crash: CrashInfo | None = None
 
-    def record(self, actor: str, exc: BaseException, now: float) -> None:
-        """Count a crash of ``actor`` at ``now``; raise SupervisorError where it is one too many."""
+    def record(self, actor: str, exc: BaseException, now: float, wall: float) -> None:
+        """Count a crash of ``actor`` at ``now`` (trio time; ``wall`` for reports); raise
+        SupervisorError where it is one too many within the window."""
         self._times = [t for t in self._times if t > now - self.policy.within] + [now]
-        self.last_crash = CrashInfo(actor, now, f"{type(exc).__name__}: {exc}")
+        self.last_crash = CrashInfo(actor, to_datetime(wall), f"{type(exc).__name__}: {exc}")
         if len(self._times) > self.policy.max_restarts:
             log.error("%s: %s crashed %d times within %ss; escalating",
                       self.name, actor, len(self._times), self.policy.within, exc_info=exc)

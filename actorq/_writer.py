@@ -19,7 +19,8 @@ import trio
 from ._clock import wall_now
 from ._errors import JournalError
 from ._journal import Journal, MapFull
-from ._model import Event, JobRecord, Retention
+from ._model import Event, JobRecord, Restart, Retention
+from ._supervisor import CrashLog
 
 Records = list[JobRecord | None]
 
@@ -53,8 +54,6 @@ class Writer:
     journal: Journal
     fsync: bool
     on_commit: Callable[[Records], None]
-    # fault injection (actorq.testing): a callable run before each commit, that may raise
-    before_commit: Callable[[], None] | None = None
     _commits: int = 0
     _transitions: int = 0
     _largest: int = 0
@@ -63,6 +62,16 @@ class Writer:
 
     def __attrs_post_init__(self) -> None:
         self._send, self._recv = trio.open_memory_channel[_Submission](math.inf)
+
+    @property
+    def before_commit(self) -> Callable[[], None] | None:
+        """Fault injection: called inside each write transaction before it commits (see
+        :mod:`actorq.testing`); an exception aborts that commit."""
+        return self.journal.before_commit
+
+    @before_commit.setter
+    def before_commit(self, hook: Callable[[], None] | None) -> None:
+        self.journal.before_commit = hook
 
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(self._commits, self._transitions, self._largest)
@@ -93,8 +102,6 @@ class Writer:
 
     def _commit_now(self, events: Sequence[Event], retention: Mapping[str, Retention] | None
                     ) -> Records:
-        if self.before_commit is not None:
-            self.before_commit()
         results = self.journal.commit_growing(events, retention=retention, now=wall_now())
         self._count(len(events))
         return results
@@ -108,8 +115,21 @@ class Writer:
         """No more submissions; :meth:`run` returns once what was submitted is committed."""
         self._send.close()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def supervise(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                        ) -> None:
+        """Run the writer; restart it when it crashes (a bug: commit errors go to the
+        submitters and are no crash), escalate with SupervisorError when too often."""
+        crashes = CrashLog("journal writer", Restart())
         task_status.started()
+        while True:
+            try:
+                await self.run()
+                return
+            except Exception as exc:
+                crashes.record("journal writer", exc, trio.current_time(), wall_now())
+
+    async def run(self) -> None:
+        """Commit what is submitted, group by group, until :meth:`close`."""
         recv = self._recv
         while True:
             try:
@@ -122,7 +142,16 @@ class Writer:
                     group.append(recv.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            await self._commit_group(group)
+            try:
+                await self._commit_group(group)
+            except BaseException as exc:  # never leave a submitter hanging
+                error = (_commit_error(exc) if isinstance(exc, Exception)
+                         else JournalError("the journal writer stopped"))
+                for sub in group:
+                    if not sub.done.is_set():
+                        sub.error = error
+                        sub.done.set()
+                raise
 
     async def _commit_group(self, group: list[_Submission]) -> None:
         events: list[Event] = [ev for sub in group for ev in sub.events]
@@ -130,8 +159,6 @@ class Writer:
         for sub in group:
             retention.update(sub.retention or {})
         try:
-            if self.before_commit is not None:
-                self.before_commit()
             now = wall_now()
             while True:
                 try:

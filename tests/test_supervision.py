@@ -1,0 +1,237 @@
+"""Supervision: restarts, one_for_all, intensity and escalation, failed commits."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+
+import actorq
+import actorq.testing
+from actorq import JobState
+from tests.support import run
+
+
+def _supervisor_error(group: BaseException) -> actorq.SupervisorError:
+    err = group
+    while isinstance(err, BaseExceptionGroup):
+        (err,) = err.exceptions
+    assert isinstance(err, actorq.SupervisorError)
+    return err
+
+
+def test_a_crashed_worker_is_restarted_and_its_job_counts_a_failed_attempt(journal_path, caplog):
+    errors = []
+
+    async def handler(job):
+        return job.attempt
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue(
+                "q", handler, retry=actorq.Retry(3, backoff=2),
+                hooks=actorq.Hooks(on_error=lambda job, exc: errors.append(exc)))
+            assert q.statistics().total_restarts == 0
+            actorq.testing.crash_next_job(q)
+            job_id = await q.enqueue("x")
+            assert await q.wait(job_id) == 2
+            assert trio.current_time() == 2  # the crashed attempt's backoff applied
+            info = await q.status(job_id)
+            assert info.attempts == 2
+            assert info.error == ("JobInterrupted: the worker running attempt 1 crashed: "
+                                  "RuntimeError: injected worker crash (actorq.testing)")
+            stats = q.statistics()
+            assert stats.restarts == {"worker 0": 1}
+            assert stats.last_crash.actor == "worker 0"
+            assert stats.last_crash.error == "RuntimeError: injected worker crash (actorq.testing)"
+            assert stats.last_crash.at.tzinfo is not None
+
+    with caplog.at_level(logging.WARNING, logger="actorq"):
+        run(main)
+    assert [type(e) for e in errors] == [actorq.JobInterrupted]
+    assert any("worker 0 crashed" in r.getMessage() and "restarting" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_one_for_all_restarts_the_siblings_and_requeues_their_jobs_uncounted(journal_path):
+    starts = []
+
+    async def handler(job):
+        starts.append((job.payload, job.attempt, trio.current_time()))
+        await trio.sleep(10)
+        return job.payload
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue(
+                "q", handler, concurrency=3, retry=actorq.Retry(3, backoff=0),
+                restart=actorq.Restart(strategy="one_for_all"))
+            a = await q.enqueue("a")
+            b = await q.enqueue("b")
+            await trio.sleep(1)
+            actorq.testing.crash_next_job(q)
+            c = await q.enqueue("c")
+            assert [await q.wait(i) for i in (a, b, c)] == ["a", "b", "c"]
+            assert [(await q.status(i)).attempts for i in (a, b, c)] == [1, 1, 2]
+            assert (await q.status(c)).error.startswith("JobInterrupted")
+            assert (await q.status(a)).error is None
+            assert q.statistics().restarts == {"workers (one_for_all)": 1}
+
+    run(main)
+    # a and b were stopped at t=1 by c's worker crashing, and started again at once
+    assert sorted(starts) == [("a", 1, 0), ("a", 1, 1), ("b", 1, 0), ("b", 1, 1), ("c", 2, 1)]
+
+
+def test_one_for_one_leaves_the_siblings_running(journal_path):
+    starts = []
+
+    async def handler(job):
+        starts.append(job.payload)
+        await trio.sleep(10)
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler, concurrency=2,
+                                         retry=actorq.Retry(2, backoff=0))
+            a = await q.enqueue("a")
+            await trio.sleep(1)
+            actorq.testing.crash_next_job(q)
+            b = await q.enqueue("b")
+            await q.join()
+            assert trio.current_time() == 11
+            assert [(await q.status(i)).attempts for i in (a, b)] == [1, 2]
+
+    run(main)
+    assert starts == ["a", "b"]
+
+
+def test_more_crashes_than_the_intensity_allows_escalate(journal_path, caplog):
+    async def handler(job):
+        return None
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler, retry=actorq.Retry(10, backoff=1),
+                                         restart=actorq.Restart(max_restarts=3, within=5))
+            actorq.testing.crash_next_job(q, 4)
+            await q.enqueue(None)
+            await trio.sleep(1000)
+            pytest.fail("the runtime should have stopped")  # pragma: no cover
+
+    with caplog.at_level(logging.WARNING, logger="actorq"):
+        with pytest.raises(BaseExceptionGroup) as info:
+            run(main)
+    err = _supervisor_error(info.value)
+    assert str(err) == ("queue 'q': 4 crashes within 5s (max_restarts=3); last: worker 0 crashed "
+                        "with RuntimeError: injected worker crash (actorq.testing)")
+    assert isinstance(err.__cause__, RuntimeError)
+    assert any("escalating" in r.getMessage() for r in caplog.records)
+
+
+def test_crashes_spread_wider_than_the_window_do_not_escalate(journal_path):
+    async def handler(job):
+        return "ok"
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler, retry=actorq.Retry(10, backoff=6),
+                                         restart=actorq.Restart(max_restarts=1, within=5))
+            actorq.testing.crash_next_job(q, 5)
+            assert await q.wait(await q.enqueue(None)) == "ok"
+            assert trio.current_time() == 30
+            assert q.statistics().restarts == {"worker 0": 5}
+
+    run(main)
+
+
+@pytest.mark.parametrize("durability", ["os", "fsync"])
+def test_a_failed_commit_never_acknowledges(journal_path, durability):
+    async def handler(job):
+        return job.payload
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability=durability) as rt:
+            q = await actorq.spawn_queue("q", handler)
+            await q.pause()
+            kept = await q.enqueue("kept")
+            actorq.testing.fail_next_commits(rt, 1)
+            outcomes = []
+
+            async def enqueue(i):
+                try:
+                    outcomes.append(await q.enqueue(f"lost-{i}"))
+                except actorq.JournalError as exc:
+                    outcomes.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(5):
+                    nursery.start_soon(enqueue, i)
+            # every enqueue of the failed group got the error; none got an id
+            failed = [o for o in outcomes if isinstance(o, actorq.JournalError)]
+            assert failed and len(outcomes) == 5
+            assert "injected journal commit failure" in str(failed[0])
+            acked = [o for o in outcomes if isinstance(o, str)]
+            # the queue actor crashed and was restarted; it works again
+            await q.resume()
+            assert q.statistics().restarts == {"queue actor": 1}
+            after = await q.enqueue("after")
+            assert await q.wait(after) == "after"
+            assert await q.wait(kept) == "kept"
+            payloads = sorted(j.payload for j in await q.list())
+            assert payloads == sorted(["kept", "after"] + [
+                (await q.status(i)).payload for i in acked])
+        async with actorq.open_runtime(journal_path, durability=durability) as rt:
+            assert len(await (await actorq.spawn_queue("q", handler)).list()) == 2 + len(acked)
+
+    if durability == "fsync":
+        trio.run(main)
+    else:
+        run(main)
+
+
+def test_a_failed_completion_commit_runs_the_job_again(journal_path):
+    runs = []
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+
+            async def handler(job):
+                runs.append(job.attempt)
+                if len(runs) == 1:
+                    actorq.testing.fail_next_commits(rt, 1)  # the completion will not commit
+                return "done"
+
+            q = await actorq.spawn_queue("q", handler)
+            job_id = await q.enqueue(None)
+            assert await q.wait(job_id) == "done"
+            info = await q.status(job_id)
+            assert info.state is JobState.COMPLETED and info.attempts == 1
+
+    run(main)
+    assert runs == [1, 1]  # the unacknowledged attempt was requeued uncounted and ran again
+
+
+def test_a_startup_failure_propagates_from_spawn_queue(journal_path):
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+            actorq.testing.fail_next_commits(rt, 1)
+            with pytest.raises(actorq.JournalError, match="injected"):
+                await actorq.spawn_queue("q", lambda job: None)
+            assert "q" not in rt.queues
+            q = await actorq.spawn_queue("q", lambda job: 7)  # the name is free again
+            assert await q.wait(await q.enqueue(None)) == 7
+
+    run(main)
+
+
+def test_fault_injection_arguments_are_checked(journal_path):
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+            q = await actorq.spawn_queue("q", lambda job: None)
+            with pytest.raises(ValueError, match=r"^n must be an int >= 0 \(got -1\)$"):
+                actorq.testing.fail_next_commits(rt, -1)
+            with pytest.raises(TypeError, match=r"^queue must be an actorq Queue"):
+                actorq.testing.crash_next_job(rt)
+
+    run(main)
