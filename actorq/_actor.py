@@ -290,18 +290,46 @@ class QueueActor:
         self.crashes.record(actor, exc, trio.current_time(), wall_now())
 
     def send(self, msg: Any) -> None:
-        self.inbox_send.send_nowait(msg)
+        try:
+            self.inbox_send.send_nowait(msg)
+        except trio.ClosedResourceError:
+            raise RuntimeError(f"queue {self.name!r} has stopped (its runtime is closed)") from None
 
     async def call(self, make: Callable[[Reply], Any]) -> Any:
+        """Send a request and wait for the actor's answer (given once it is durable)."""
         reply = Reply()
         self.send(make(reply))
         return await reply.get()
+
+    def _stopped(self) -> None:
+        """The queue stopped for good: no request may wait for an answer that never comes."""
+        self.inbox_send.close()
+        error = RuntimeError(f"queue {self.name!r} has stopped (its runtime is closed)")
+        while True:
+            try:
+                msg = self._inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            reply = getattr(msg, "reply", None)
+            if reply is not None:
+                reply.fail(error)
+        for reply in self._joiners:
+            reply.fail(error)
+        for replies in self._cancel_requested.values():
+            for reply in replies:
+                reply.fail(error)
 
     # ---- the queue supervisor
 
     async def supervise(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                         ) -> None:
         """Run the queue; restart its actors when they crash, escalate when too often."""
+        try:
+            await self._supervise(task_status)
+        finally:
+            self._stopped()
+
+    async def _supervise(self, task_status: trio.TaskStatus[None]) -> None:
         while True:
             try:
                 async with trio.open_nursery() as nursery:

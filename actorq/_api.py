@@ -10,12 +10,14 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import attrs
 import trio
 
 from ._actor import (
+    AdoptMsg,
     CancelMsg,
     EnqueueMsg,
     JoinMsg,
@@ -203,7 +205,7 @@ class Runtime:
         rec = self._get(job_id)
         actor = self.queues.get(rec.queue)
         if actor is not None:
-            return await actor.call(partial_cancel(job_id))
+            return await actor.call(partial(CancelMsg, job_id))
         if rec.state.terminal:
             await trio.lowlevel.checkpoint()
             return False
@@ -213,10 +215,15 @@ class Runtime:
     def _get(self, job_id: str) -> JobRecord:
         if not isinstance(job_id, str):
             raise TypeError(f"job_id must be a str (got {job_id!r})")
-        rec = self.journal.get(job_id)
+        rec = self._reader().get(job_id)
         if rec is None:
             raise UnknownJob(job_id)
         return rec
+
+    def _reader(self) -> Journal:
+        if self.journal.closed:
+            raise RuntimeError(f"the runtime of {str(self.journal.path)!r} is closed")
+        return self.journal
 
     # ---- called by actors
 
@@ -236,8 +243,6 @@ class Runtime:
             return
         actor = self.queues.get(rec.queue)
         if actor is not None:
-            from ._actor import AdoptMsg
-
             actor.send(AdoptMsg(rec))
 
     def dead_letter_record(self, queue: str, job_id: str, from_queue: str, payload: Any,
@@ -254,10 +259,6 @@ class Runtime:
             for waiter in waiters:
                 waiter.event.set()
         self._waiters.clear()
-
-
-def partial_cancel(job_id: str) -> Callable[[Any], CancelMsg]:
-    return lambda reply: CancelMsg(job_id, reply)
 
 
 class Queue:
@@ -385,12 +386,12 @@ class Queue:
         st = None if state is None else parse_state(state)
         check_int_at_least("limit", limit, 0)
         await trio.lowlevel.checkpoint()
-        return [JobInfo.from_record(r) for r in self.runtime.journal.list(self.name, st, limit)]
+        return [JobInfo.from_record(r) for r in self.runtime._reader().list(self.name, st, limit)]
 
     async def stats(self) -> dict[str, int]:
         """The number of this queue's jobs in each state (every state a key)."""
         await trio.lowlevel.checkpoint()
-        return {state.value: n for state, n in self.runtime.journal.counts(self.name).items()}
+        return {state.value: n for state, n in self.runtime._reader().counts(self.name).items()}
 
     async def pause(self) -> None:
         """Stop starting jobs (running ones finish). Not persisted."""

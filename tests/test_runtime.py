@@ -354,3 +354,59 @@ def test_payload_errors_record_nothing(journal_path):
             assert issubclass(actorq.PayloadError, TypeError)
 
     run(main)
+
+
+def test_a_handle_used_after_the_runtime_closed_raises(journal_path):
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", noop)
+        with pytest.raises(RuntimeError, match="has stopped"):
+            await q.enqueue(1)
+        with pytest.raises(RuntimeError, match="has stopped"):
+            await q.join()
+
+    run(main)
+
+
+def test_callers_waiting_outside_the_runtime_are_released_when_it_closes(journal_path):
+    async def slow(job):
+        await trio.sleep(100)
+
+    async def main():
+        outcomes = []
+        async with trio.open_nursery() as outer:
+            async with actorq.open_runtime(journal_path, durability="os") as rt:
+                q = await actorq.spawn_queue("q", slow)
+                job_id = await q.enqueue(None)
+
+                async def join():
+                    try:
+                        await q.join()
+                    except RuntimeError as exc:
+                        outcomes.append(("join", str(exc)))
+
+                async def wait():
+                    try:
+                        await rt.wait(job_id)
+                    except RuntimeError as exc:
+                        outcomes.append(("wait", str(exc)))
+
+                outer.start_soon(join)
+                outer.start_soon(wait)
+                await trio.sleep(1)
+        assert sorted(kind for kind, _ in outcomes) == ["join", "wait"]
+        assert trio.current_time() == 1
+
+    run(main)
+
+
+def test_reads_after_close_raise_a_clear_error(journal_path):
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+            q = await actorq.spawn_queue("q", noop)
+            job_id = await q.enqueue(1)
+        for call in (lambda: rt.status(job_id), q.stats, q.list):
+            with pytest.raises(RuntimeError, match="is closed"):
+                await call()
+
+    run(main)
