@@ -131,6 +131,8 @@ class Journal:
                     f"{str(data)!r} is not an actorq journal: it is not an LMDB file "
                     f"(starts with {head[:16]!r}); it was left untouched"
                 )
+        if data.exists():  # room to grow from the start: LMDB maps an existing file tightly
+            map_size = max(map_size, 2 * data.stat().st_size)
         try:
             return lmdb.open(
                 str(self.path),
@@ -157,8 +159,14 @@ class Journal:
                     f"journal (databases: {sorted(n.decode(errors='replace') for n in names)}); "
                     f"it was left untouched"
                 )
-            self.dbs = {name.decode(): env.open_db(name, create=False) for name in _DBS
-                        if name in names}
+            try:
+                self.dbs = {name.decode(): env.open_db(name, create=False) for name in _DBS
+                            if name in names}
+            except lmdb.Error as exc:
+                raise JournalError(
+                    f"{str(self.path)!r} holds an LMDB environment that is not an actorq "
+                    f"journal ({exc}); it was left untouched"
+                ) from exc
             with env.begin(db=self.dbs["meta"]) as txn:
                 raw = txn.get(b"format")
             version = None if raw is None else _Q.unpack(raw)[0]
@@ -168,14 +176,19 @@ class Journal:
                     f"{str(self.path)!r} has {found}; this actorq reads format version "
                     f"{FORMAT_VERSION} (a newer actorq wrote it?); it was left untouched"
                 )
-        with env.begin(write=True) as txn:
-            self.dbs = {name.decode(): env.open_db(name, txn=txn) for name in _DBS}
-            meta = self.dbs["meta"]
-            if txn.get(b"format", db=meta) is None:
-                txn.put(b"format", _Q.pack(FORMAT_VERSION), db=meta)
-            raw = txn.get(b"epoch", db=meta)
-            self.epoch = (0 if raw is None else _Q.unpack(raw)[0]) + 1
-            txn.put(b"epoch", _Q.pack(self.epoch), db=meta)
+        while True:
+            try:
+                with env.begin(write=True) as txn:
+                    self.dbs = {name.decode(): env.open_db(name, txn=txn) for name in _DBS}
+                    meta = self.dbs["meta"]
+                    if txn.get(b"format", db=meta) is None:
+                        txn.put(b"format", _Q.pack(FORMAT_VERSION), db=meta)
+                    raw = txn.get(b"epoch", db=meta)
+                    self.epoch = (0 if raw is None else _Q.unpack(raw)[0]) + 1
+                    txn.put(b"epoch", _Q.pack(self.epoch), db=meta)
+                return
+            except lmdb.MapFullError:
+                self.grow()
 
     def _last_seq(self) -> int:
         with self.env.begin(db=self.dbs["log"]) as txn:

@@ -42,8 +42,12 @@ class WriterStatistics:
 
 
 def _commit_error(exc: BaseException) -> JournalError:
+    """A fresh error for one submitter (one exception object raised in many tasks would
+    collect all their tracebacks)."""
     if isinstance(exc, JournalError):
-        return exc
+        err = JournalError(str(exc))
+        err.__cause__ = exc.__cause__
+        return err
     err = JournalError(f"journal commit failed: {type(exc).__name__}: {exc}")
     err.__cause__ = exc
     return err
@@ -169,9 +173,8 @@ class Writer:
                 except MapFull:
                     self.journal.grow()  # here, in the event loop's thread, no txn is open
         except Exception as exc:  # every submitter of the group learns of the failure
-            error = _commit_error(exc)
             for sub in group:
-                sub.error = error
+                sub.error = _commit_error(exc)
                 sub.done.set()
             return
         self._count(len(events))
