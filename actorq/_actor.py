@@ -50,6 +50,7 @@ from ._model import (
     format_error,
 )
 from ._supervisor import CrashLog, find_supervisor_error, log
+from ._throttle import TokenBucket
 
 if TYPE_CHECKING:
     from ._api import Runtime
@@ -265,7 +266,11 @@ class QueueActor:
         self.crashes = CrashLog(f"queue {spec.name!r}", spec.restart)
         self.rng = rng
         self.paused = False
-        self.core = QueueCore(spec.concurrency, spec.retry, self.rng)
+        # The throttle's bucket is full at spawn and outlives restarts of the queue actor (a
+        # crash must not hand out a fresh burst).
+        self.bucket = (TokenBucket.from_config(spec.throttle, trio.current_time())
+                       if spec.throttle is not None else None)
+        self.core = QueueCore(spec.concurrency, spec.retry, self.rng, bucket=self.bucket)
         self.limiter = trio.CapacityLimiter(spec.concurrency * 2)
         self._scopes: dict[str, trio.CancelScope] = {}
         self._cancel_requested: dict[str, list[Reply]] = {}
@@ -360,7 +365,8 @@ class QueueActor:
 
     async def _actor(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                      ) -> None:
-        self.core = QueueCore(self.spec.concurrency, self.spec.retry, self.rng, paused=self.paused)
+        self.core = QueueCore(self.spec.concurrency, self.spec.retry, self.rng,
+                              paused=self.paused, bucket=self.bucket)
         self.generation += 1
         self._scopes.clear()
         self._dispatch_send, self._dispatch_recv = trio.open_memory_channel[JobRecord](math.inf)
@@ -369,7 +375,7 @@ class QueueActor:
         await self._finish_round(rnd)
         task_status.started()
         while True:
-            wake = self.core.next_wakeup()
+            wake = self.core.next_wakeup(trio.current_time())
             deadline = math.inf if wake is None else wake
             msgs = []
             with trio.move_on_at(deadline):

@@ -139,8 +139,8 @@ class Runtime:
         if payload_type is not None and not (
                 isinstance(payload_type, type) and attrs.has(payload_type)):
             raise TypeError(f"payload_type must be an attrs class (got {payload_type!r})")
-        if throttle is not None or debounce is not None:
-            raise NotImplementedError("throttle= and debounce= are not implemented yet")
+        if debounce is not None:
+            raise NotImplementedError("debounce= is not implemented yet")
         if self.closed or self._nursery is None:
             raise RuntimeError("this runtime is closed")
         if name in self.queues:

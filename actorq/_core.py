@@ -18,6 +18,7 @@ import attrs
 from ._backoff import backoff_delay
 from ._heap import KeyedHeap
 from ._model import Retry
+from ._throttle import TokenBucket
 
 Where = Literal["delayed", "ready", "running"]
 
@@ -57,12 +58,15 @@ Decision = RetryAt | GiveUp
 
 @attrs.define(eq=False)
 class QueueCore:
-    """Every scheduling rule of one queue: due times, priority order, concurrency, retries."""
+    """Every scheduling rule of one queue: due times, priority order, concurrency, retries and
+    the throttle. A job starts only with a free slot and, where the queue is throttled, a token;
+    a token is taken only by a job that actually starts, the best ready job first."""
 
     concurrency: int
     retry: Retry | None = None
     rng: random.Random = attrs.field(factory=random.Random)
     paused: bool = False
+    bucket: TokenBucket | None = None
     jobs: dict[str, CoreJob] = attrs.field(factory=dict)
     running: set[str] = attrs.field(factory=set)
     blocked: set[str] = attrs.field(factory=set)  # a thread of an earlier attempt still runs
@@ -124,22 +128,38 @@ class QueueCore:
         """Start as many ready jobs as free slots allow, best first; each counts an attempt."""
         self.promote_due(now)
         started: list[CoreJob] = []
-        while not self.paused and len(self.running) < self.concurrency and len(self._ready):
-            _key, job_id = self._ready.pop()
+        while not self.paused and len(self.running) < self.concurrency:
+            top = self._ready.peek()
+            if top is None:
+                break
+            job_id = top[1]
             job = self.jobs[job_id]
             if job_id in self.blocked:
+                self._ready.pop()
                 self._parked[job_id] = job
                 continue
+            if self.bucket is not None and not self.bucket.try_take(now):
+                break  # no token: the best ready job waits for the next one
+            self._ready.pop()
             job.where = "running"
             job.attempts += 1
             self.running.add(job_id)
             started.append(job)
         return started
 
-    def next_wakeup(self) -> float | None:
-        """The earliest time a delayed job becomes due, or None."""
+    def next_wakeup(self, now: float | None = None) -> float | None:
+        """When something may next become startable: the earliest due time of a delayed job, or
+        the next token where a ready job waits only for one; None where nothing is ahead.
+        ``now`` is needed where the queue is throttled."""
         top = self._delayed.peek()
-        return None if top is None else top[0][0]
+        wake = None if top is None else top[0][0]
+        if (self.bucket is not None and not self.paused and len(self._ready)
+                and len(self.running) < self.concurrency):
+            if now is None:
+                raise TypeError("next_wakeup() of a throttled queue needs now")
+            token = self.bucket.next_token_at(now)
+            wake = token if wake is None else min(wake, token)
+        return wake
 
     # ---- outcomes
 
