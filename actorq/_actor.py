@@ -26,6 +26,7 @@ import trio
 from ._clock import from_wall, to_wall, wall_now
 from ._codec import normalize, structure
 from ._core import CoreJob, GiveUp, QueueCore, RetryAt
+from ._debounce import Debouncer
 from ._errors import Discard, JobInterrupted, JobTimeout, UnknownJob
 from ._model import (
     AttemptFailed,
@@ -252,6 +253,7 @@ def core_job(rec: JobRecord) -> CoreJob:
         max_attempts=rec.max_attempts,
         timeout=rec.timeout,
         due=due,
+        key=rec.debounce_key,
     )
 
 
@@ -277,6 +279,7 @@ class QueueActor:
         self._joiners: list[Reply] = []
         self._threads: dict[str, trio.Event] = {}  # job id -> set when its abandoned thread returns
         self.injected_crashes: list[BaseException] = []  # actorq.testing.crash_next_job
+        self.debouncer: Debouncer | None = None  # rebuilt from the journal by each incarnation
         self.generation = 0  # incarnations of the queue actor (restarts)
         self._nursery: trio.Nursery | None = None
         self._dispatch_send: Any = None
@@ -370,6 +373,7 @@ class QueueActor:
         self.generation += 1
         self._scopes.clear()
         self._dispatch_send, self._dispatch_recv = trio.open_memory_channel[JobRecord](math.inf)
+        self.debouncer = Debouncer(self.spec.debounce) if self.spec.debounce else None
         rnd = _Round(finished=True)  # apply retention once at spawn
         self._load(rnd, trio.current_time())
         await self._finish_round(rnd)
@@ -416,9 +420,23 @@ class QueueActor:
                     rnd.add(Requeued(rec.id, wall))
             else:
                 self._add(rnd, rec, job, now, wall)
+                if self.debouncer is not None and rec.debounce_key is not None:
+                    self._restore_burst(rec)
         for job_id, returned in self._threads.items():
             if not returned.is_set():
                 self.core.block(job_id)
+
+    def _restore_burst(self, rec: JobRecord) -> None:
+        """Rebuild a waiting debounced job's burst from its journaled wall-clock times."""
+        assert self.debouncer is not None and rec.debounce_key is not None
+        enqueued = from_wall(rec.created_at)
+        if rec.leading:
+            self.debouncer.restore_leading(rec.debounce_key, rec.id, at=enqueued)
+            return
+        first = rec.debounce_first_at if rec.debounce_first_at is not None else rec.created_at
+        due = rec.run_at if rec.run_at is not None else rec.ready_at
+        self.debouncer.restore(rec.debounce_key, rec.id, first_at=from_wall(first),
+                               last_at=enqueued, due_at=from_wall(due))
 
     async def _finish_round(self, rnd: _Round) -> None:
         now = trio.current_time()
@@ -428,6 +446,10 @@ class QueueActor:
         epoch = self.runtime.journal.epoch
         for job in self.core.take_startable(now):
             rnd.add(Started(job.id, wall, job.attempts, epoch), partial(self._on_started, job.id))
+            if self.debouncer is not None and job.key is not None:
+                self.debouncer.started(job.key, job.id)
+        if self.debouncer is not None:
+            self.debouncer.expire(now)  # bookkeeping: forget bursts that have closed
         if rnd.events:
             retention = {self.name: self.spec.retention} if rnd.finished else None
             records = await self.runtime.writer.commit(rnd.events, retention)
@@ -509,9 +531,43 @@ class QueueActor:
                     job_id in self.core.jobs or journal.get(job_id) is not None)):
                 continue  # idempotent: that id is held already
             rnd.new_ids.add(job_id)
-            rnd.add(Enqueued(new.record), partial(self._on_enqueued, job_id))
-            self._add(rnd, new.record, new.core, now, wall)
+            record, superseded = new.record, None
+            if self.debouncer is not None:
+                record, superseded = self._debounce(new.record, new.core, now, wall)
+            rnd.add(Enqueued(record), partial(self._on_enqueued, job_id))
+            self._add(rnd, record, new.core, now, wall)
+            if superseded is not None:
+                self._supersede(rnd, superseded, job_id, wall)
         rnd.after.append(partial(msg.reply.set, ids))
+
+    def _debounce(self, record: JobRecord, job: CoreJob, now: float, wall: float
+                  ) -> tuple[JobRecord, str | None]:
+        """Place a new job of a debounced queue in its key's burst: it is delayed until the
+        burst's deadline (a leading job is due at once), and may supersede the survivor."""
+        assert self.debouncer is not None and job.key is not None
+        decision = self.debouncer.enqueue(job.key, job.id, now)
+        first_at = wall + (decision.first_at - now)
+        if decision.due_at > now:
+            due = wall + (decision.due_at - now)
+            job.due = job.ready_at = decision.due_at
+            record = attrs.evolve(record, state=JobState.DELAYED, run_at=due, ready_at=due,
+                                  debounce_first_at=first_at, leading=decision.leading)
+        else:
+            record = attrs.evolve(record, debounce_first_at=first_at, leading=decision.leading)
+        return record, decision.superseded
+
+    def _supersede(self, rnd: _Round, old_id: str, new_id: str, wall: float) -> None:
+        """The debouncer replaced a waiting job by a newer one of its burst: it ends cancelled,
+        pointing at its successor, in the same transaction as the successor's enqueue."""
+        if self.core.cancel(old_id) not in ("ready", "delayed"):
+            return  # pragma: no cover - the debouncer ends a burst when its survivor starts
+        rnd.finished = True
+
+        def cancelled(rec: JobRecord | None) -> None:
+            if rec is not None:
+                self._spawn_hook(self.spec.hooks.on_cancel, rec)
+
+        rnd.add(Cancelled(old_id, wall, superseded_by=new_id), cancelled)
 
     def _on_enqueued(self, job_id: str, rec: JobRecord | None) -> None:
         if rec is None:  # another queue journaled this id first: it is held, ours is dropped
@@ -576,7 +632,11 @@ class QueueActor:
         self.send(ThreadReturnedMsg(job_id))
 
     def _cancel(self, msg: CancelMsg, rnd: _Round, wall: float) -> None:
+        job = self.core.jobs.get(msg.job_id)
         where = self.core.cancel(msg.job_id)
+        if where in ("ready", "delayed") and job is not None and job.key is not None:
+            assert self.debouncer is not None
+            self.debouncer.cancelled(job.key, job.id)
         if where == "running":
             self._cancel_requested.setdefault(msg.job_id, []).append(msg.reply)
             scope = self._scopes.get(msg.job_id)

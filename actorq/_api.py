@@ -29,6 +29,7 @@ from ._actor import (
 from ._clock import from_wall, to_wall, wall_now
 from ._codec import check_structures, normalize
 from ._core import CoreJob
+from ._debounce import resolve_key
 from ._errors import JobCancelled, JobFailed, UnknownJob
 from ._journal import Journal
 from ._model import (
@@ -139,8 +140,6 @@ class Runtime:
         if payload_type is not None and not (
                 isinstance(payload_type, type) and attrs.has(payload_type)):
             raise TypeError(f"payload_type must be an attrs class (got {payload_type!r})")
-        if debounce is not None:
-            raise NotImplementedError("debounce= is not implemented yet")
         if self.closed or self._nursery is None:
             raise RuntimeError("this runtime is closed")
         if name in self.queues:
@@ -304,7 +303,13 @@ class Queue:
             check_int_at_least("max_attempts", max_attempts, 1)
         if timeout is not None:
             timeout = check_positive_number("timeout", timeout)
-        if debounce_key is not None:
+        key = None
+        if spec.debounce is not None:
+            if delay is not None or run_at is not None:
+                raise ValueError(f"delay and run_at cannot be given on a debounced queue "
+                                 f"(queue {self.name!r} has debounce=)")
+            key = resolve_key(spec.debounce, self.name, payload, debounce_key)
+        elif debounce_key is not None:
             raise ValueError(f"debounce_key needs a queue spawned with debounce= "
                              f"(queue {self.name!r} has none)")
         delayed = due is not None and due > now
@@ -314,11 +319,11 @@ class Queue:
             state=JobState.DELAYED if delayed else JobState.PENDING,
             payload=stored, priority=prio, seq=0, created_at=wall,
             ready_at=wall + (ready_at - now), run_at=wall + (due - now) if delayed else None,
-            max_attempts=max_attempts, timeout=timeout,
+            max_attempts=max_attempts, timeout=timeout, debounce_key=key,
         )
         core = CoreJob(id=job_id, priority=prio, seq=0, ready_at=ready_at,
                        max_attempts=max_attempts, timeout=timeout,
-                       due=due if delayed else None)
+                       due=due if delayed else None, key=key)
         return NewJob(record, core, given)
 
     async def enqueue(

@@ -36,6 +36,7 @@ class CoreJob:
     timeout: float | None = None
     where: Where = "ready"
     due: float | None = None
+    key: str | None = None  # debounce key
 
 
 @attrs.frozen

@@ -252,22 +252,26 @@ class Debouncer:
 
     def expire(self, now: float) -> list[str]:
         """Drop every part of every burst that has closed by ``now`` (``deadline <= now``).
-        Returns the survivors whose trailing bursts this call closed, by due time. (Bookkeeping
+        Returns the survivors whose trailing bursts this call closed, by due time (ties in no
+        particular order). (Bookkeeping
         only: the survivors are due in the core already. An enqueue that begins a new burst
         drops a closed one itself, without reporting it here.)"""
-        due: list[str] = []
+        due: list[tuple[float, str]] = []
         heap = self._heap
+        closing = []
         while heap and heap[0][0] <= now:
-            _at, token, key = heapq.heappop(heap)
+            closing.append(heapq.heappop(heap))
+        for _at, token, key in closing:
             burst = self._bursts.get(key)
             if burst is None or burst.token != token:
                 continue
             if burst.trail is not None and burst.trail.due_at <= now:
-                due.append(burst.trail.survivor)
+                due.append((burst.trail.due_at, burst.trail.survivor))
             self._settle(burst, now)
             self._reschedule(key, burst)
         self._maybe_prune()
-        return due
+        due.sort(key=lambda item: item[0])
+        return [job_id for _due, job_id in due]
 
     # ---- views
 

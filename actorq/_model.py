@@ -376,6 +376,8 @@ class JobRecord:
     epoch: int = 0  # boot epoch of the latest start
     interrupted: bool = False  # the latest attempt was cut short; the retry policy must decide
     debounce_key: str | None = None
+    debounce_first_at: float | None = None  # the first enqueue of its debounce burst
+    leading: bool = False  # a leading job of a debounced queue (mode "leading")
     log: tuple[int, ...] = ()  # sequence numbers of this job's log entries
 
 
@@ -397,6 +399,7 @@ class JobInfo:
     finished_at: _dt.datetime | None
     run_at: _dt.datetime | None = None
     max_attempts: int | None = None
+    debounce_key: str | None = None
 
     @classmethod
     def from_record(cls, rec: JobRecord) -> JobInfo:
@@ -415,6 +418,7 @@ class JobInfo:
             finished_at=to_datetime(rec.finished_at),
             run_at=to_datetime(rec.run_at) if rec.state is JobState.DELAYED else None,
             max_attempts=rec.max_attempts,
+            debounce_key=rec.debounce_key,
         )
 
 
