@@ -72,7 +72,7 @@ async def recover(carry: actorq.Queue, path: Path) -> None:
 
 
 async def leave_work_for_next_run(carry: actorq.Queue, path: Path) -> None:
-    section("6. Leaving work for the next run")
+    section("7. Leaving work for the next run")
     # A long job that will still be running when we leave the runtime: shutdown cancels it and
     # puts it back to pending, without counting the attempt.
     await carry.enqueue({"task": "nightly export", "seconds": 1.5})
@@ -246,6 +246,53 @@ async def inspect_and_cancel() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# 6. Rate shaping
+
+
+async def rate_shaping() -> None:
+    section("6. Rate shaping: Throttle and Debounce")
+    starts: list[float] = []
+
+    async def notify(job: actorq.Job) -> None:
+        starts.append(trio.current_time())
+
+    # A token bucket: 2 tokens at first, then 5 a second, whatever the concurrency.
+    notify_q = await actorq.spawn_queue(
+        "notify", notify, concurrency=10, throttle=actorq.Throttle(5, per=1.0, burst=2),
+        retention=actorq.Retention(max_count=6))
+    await clear_leftovers(notify_q)
+    t0 = trio.current_time()
+    await notify_q.enqueue_batch([{"n": i} for i in range(6)])
+    await notify_q.join()
+    offsets = ", ".join(f"+{t - t0:.1f}s" for t in starts)
+    say(f"   Throttle(5, per=1.0, burst=2): 6 jobs started at {offsets}")
+
+    rebuilt: list[str] = []
+
+    async def reindex(job: actorq.Job) -> str:
+        rebuilt.append(f"{job.payload['doc']} v{job.payload['version']}")
+        return f"indexed {job.payload['doc']} v{job.payload['version']}"
+
+    # One rebuild per burst of edits of the same document, 0.3 s after its last edit.
+    index = await actorq.spawn_queue(
+        "reindex", reindex, concurrency=2,
+        debounce=actorq.Debounce(0.3, key=lambda payload: payload["doc"]),
+        retention=actorq.Retention(max_count=8))
+    await clear_leftovers(index)
+    first = await index.enqueue({"doc": "readme", "version": 1})
+    for version in (2, 3):
+        await trio.sleep(0.05)
+        await index.enqueue({"doc": "readme", "version": version})
+    await index.enqueue({"doc": "faq", "version": 1})
+    await index.join()
+    say(f"   Debounce(0.3s) per document: 3 edits of readme and 1 of faq -> rebuilt "
+        f"{sorted(rebuilt)}")
+    info = await index.status(first)
+    say(f"   the first edit ended {info.state.value} (superseded_by set); "
+        f"wait(first edit) -> {await index.wait(first)!r}")
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 async def main(path: Path) -> None:
@@ -260,6 +307,7 @@ async def main(path: Path) -> None:
         await retries()
         await delays()
         await inspect_and_cancel()
+        await rate_shaping()
         await leave_work_for_next_run(carry, path)
     say()
     say(f"tour finished in {trio.current_time() - started:.1f}s")

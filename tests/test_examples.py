@@ -24,7 +24,8 @@ def run_example(name: str, journal: Path) -> str:
 
 def test_every_example_is_tested():
     scripts = {p.name for p in EXAMPLES.glob("*.py")}
-    assert scripts == {"tour.py", "email_sending.py", "payments.py", "image_processing.py"}
+    assert scripts == {"tour.py", "email_sending.py", "payments.py", "image_processing.py",
+                       "throttled_email.py", "search_index.py"}
 
 
 def test_tour_runs_twice_and_recovers_what_the_first_run_left(tmp_path):
@@ -58,6 +59,13 @@ def test_tour_runs_twice_and_recovers_what_the_first_run_left(tmp_path):
     assert "cancel(yearly) -> True" in first
     assert "cancel(daily) -> False" in first
     assert "wait(yearly) raised JobCancelled" in first
+    # rate shaping: a burst of 2 tokens, then one every 0.2 s; one rebuild per document
+    match = re.search(r"Throttle\(5, per=1.0, burst=2\): 6 jobs started at (.*)", first)
+    offsets = [float(x) for x in re.findall(r"\+([\d.]+)s", match.group(1))]
+    assert offsets[:2] == [0.0, 0.0]
+    assert [round(b - a, 1) for a, b in zip(offsets[1:], offsets[2:])] == [0.2] * 4
+    assert "-> rebuilt ['faq v1', 'readme v3']" in first
+    assert "wait(first edit) -> 'indexed readme v3'" in first
     assert "status(daily) -> state=completed attempts=1" in first
     assert ("stats() -> {'pending': 0, 'delayed': 0, 'running': 0, 'completed': 1, "
             "'failed': 0, 'cancelled': 2}") in first
@@ -131,3 +139,23 @@ def test_focused_examples_run_without_arguments(name, tmp_path):
                           timeout=TIMEOUT, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_throttled_email_sends_100_a_minute(tmp_path):
+    out = run_example("throttled_email.py", tmp_path / "journal")
+    assert "104 emails sent" in out
+    # the critical reset takes the first token after the burst, ahead of the low newsletter
+    after = re.findall(r"then (\S+)\s+at \+([\d.]+)s", out)
+    assert [to for to, _ in after] == ["ada@example.com", "reader101@example.com",
+                                        "reader102@example.com", "reader103@example.com"]
+    assert [float(t) for _, t in after] == [0.6, 1.2, 1.8, 2.4]
+    assert "one every 0.6s after the burst (100 a minute)" in out
+
+
+def test_search_index_rebuilds_once_per_burst(tmp_path):
+    out = run_example("search_index.py", tmp_path / "journal")
+    assert "18 saves -> 4 rebuilds" in out
+    assert re.search(r"\+0\.9s rebuilt guide\.md\s+at version 5", out)
+    assert re.search(r"\+2\.0s rebuilt changelog\.md\s+at version 7", out)  # max_wait
+    assert "wait() -> 'guide.md@v5'" in out
+    assert "'completed': 4" in out and "'cancelled': 14" in out
