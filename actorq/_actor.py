@@ -187,6 +187,13 @@ class AdoptMsg:
 
 
 @attrs.frozen
+class StopMsg:
+    """Shutdown: after committing what came before, the actor answers and returns."""
+
+    reply: Reply
+
+
+@attrs.frozen
 class KickMsg:
     """Run a round: something changed that may let a job start."""
 
@@ -207,6 +214,7 @@ class _Round:
     replies: list[Reply] = attrs.field(factory=list)
     new_ids: set[str] = attrs.field(factory=set)
     finished: bool = False  # a job reached a terminal state: apply retention
+    stop: bool = False  # the runtime is closing: return once this round is durable
 
     def add(self, ev: Event, on_record: Callable[[JobRecord | None], None] | None = None) -> None:
         if on_record is not None:
@@ -280,6 +288,9 @@ class QueueActor:
         self._threads: dict[str, trio.Event] = {}  # job id -> set when its abandoned thread returns
         self.injected_crashes: list[BaseException] = []  # actorq.testing.crash_next_job
         self.debouncer: Debouncer | None = None  # rebuilt from the journal by each incarnation
+        self.stopping = False
+        self._workers_scope = trio.CancelScope()
+        self._workers_done = trio.Event()
         self.generation = 0  # incarnations of the queue actor (restarts)
         self._nursery: trio.Nursery | None = None
         self._dispatch_send: Any = None
@@ -308,6 +319,18 @@ class QueueActor:
         reply = Reply()
         self.send(make(reply))
         return await reply.get()
+
+    async def stop(self) -> None:
+        """Stop gracefully (the runtime is closing): cancel the handlers, let the workers whose
+        handler already returned have their outcome journaled, then stop the actor. Whatever
+        is still running in the journal afterwards goes back to pending, uncounted."""
+        self.stopping = True
+        self._workers_scope.cancel()
+        await self._workers_done.wait()
+        try:
+            await self.call(StopMsg)
+        except RuntimeError:
+            pass  # the queue had stopped already (escalated, or never started)
 
     def _stopped(self) -> None:
         """The queue stopped for good: no request may wait for an answer that never comes."""
@@ -400,6 +423,8 @@ class QueueActor:
                 for reply in rnd.replies:
                     reply.fail(error)
                 raise
+            if rnd.stop:
+                return
 
     def _load(self, rnd: _Round, now: float) -> None:
         """Rebuild the core from the journal: every live job of this queue."""
@@ -444,7 +469,7 @@ class QueueActor:
         for job_id in self.core.promote_due(now):
             rnd.add(Due(job_id, wall))
         epoch = self.runtime.journal.epoch
-        for job in self.core.take_startable(now):
+        for job in () if self.stopping else self.core.take_startable(now):
             rnd.add(Started(job.id, wall, job.attempts, epoch), partial(self._on_started, job.id))
             if self.debouncer is not None and job.key is not None:
                 self.debouncer.started(job.key, job.id)
@@ -504,6 +529,9 @@ class QueueActor:
             self._joiners.append(msg.reply)
         elif isinstance(msg, AdoptMsg):
             self._add(rnd, msg.record, core_job(msg.record), now, wall)
+        elif isinstance(msg, StopMsg):
+            rnd.stop = True
+            rnd.after.append(partial(msg.reply.set, None))
         elif isinstance(msg, KickMsg):
             pass
         else:  # pragma: no cover
@@ -696,7 +724,17 @@ class QueueActor:
     ) -> None:
         slots = [_WorkerSlot(i) for i in range(self.spec.concurrency)]
         generation = self.generation
-        task_status.started()
+        self._workers_done = done = trio.Event()
+        try:
+            with trio.CancelScope() as self._workers_scope:
+                if self.stopping:
+                    self._workers_scope.cancel()
+                task_status.started()
+                await self._supervise_workers(slots, generation)
+        finally:
+            done.set()
+
+    async def _supervise_workers(self, slots: list[_WorkerSlot], generation: int) -> None:
         if self.spec.restart.strategy == "one_for_one":
             async with trio.open_nursery() as nursery:
                 for slot in slots:
@@ -793,7 +831,10 @@ class QueueActor:
         self.send(OutcomeMsg(generation, rec.id, rec.attempts, kind, result, error, rec.payload,
                              alive, reply))
         try:
-            outcome = await reply.get()
+            # Shielded: a handler that returned has its outcome journaled even while the
+            # runtime is closing (the actor answers every request, or fails it as it stops).
+            with trio.CancelScope(shield=True):
+                outcome = await reply.get()
         except Exception:
             # The queue actor crashed before the outcome was durable. Its supervisor is
             # stopping this incarnation's workers too: wait for that, it is not our crash.

@@ -54,6 +54,7 @@ from ._writer import Records, Writer
 _current_runtime: contextvars.ContextVar[Runtime] = contextvars.ContextVar("actorq_runtime")
 
 DURABILITIES = ("fsync", "os")
+SHUTDOWN_GRACE = 10.0  # seconds the queues get to journal outcomes already reached
 _MAX_ID_BYTES = 200
 
 
@@ -252,6 +253,15 @@ class Runtime:
                      "attempts": attempts},
             priority=2, seq=0, created_at=wall, ready_at=wall,
         )
+
+    async def _stop_queues(self) -> None:
+        """Graceful part of closing: handlers are cancelled, outcomes of handlers that already
+        returned are journaled. Bounded by SHUTDOWN_GRACE seconds; then the rest is cancelled."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + SHUTDOWN_GRACE
+            async with trio.open_nursery() as nursery:
+                for actor in list(self.queues.values()):
+                    nursery.start_soon(actor.stop)
 
     def _close_waiters(self) -> None:
         for waiters in self._waiters.values():
@@ -462,6 +472,7 @@ async def open_runtime(path: str | os.PathLike[str], *, durability: str = "fsync
                         finally:
                             _current_runtime.reset(token)
                             runtime.closed = True
+                            await runtime._stop_queues()
                             queues.cancel_scope.cancel()
                 finally:
                     runtime.writer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
 import pytest
 import trio
@@ -410,3 +411,27 @@ def test_reads_after_close_raise_a_clear_error(journal_path):
                 await call()
 
     run(main)
+
+
+def test_an_outcome_reached_before_closing_is_journaled_not_rerun(journal_path):
+    runs = []
+
+    async def quick(job):
+        runs.append(job.attempt)
+        return "done"
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+            q = await actorq.spawn_queue("q", quick)
+            job_id = await q.enqueue(None)
+            await trio.sleep(0)  # the handler returns; its outcome is not journaled yet
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+            assert (await rt.status(job_id)).state is JobState.COMPLETED
+            await actorq.spawn_queue("q", quick)
+            await trio.sleep(1)
+
+    for _ in range(20):  # several interleavings of the handler and the shutdown
+        runs.clear()
+        shutil.rmtree(journal_path, ignore_errors=True)
+        run(main)
+        assert runs == [1]
