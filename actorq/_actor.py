@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._clock import from_wall, to_wall, wall_now
+from ._clock import from_wall, to_wall, wall_now, wall_offset
 from ._codec import normalize, structure
 from ._core import CoreJob, GiveUp, QueueCore, RetryAt
 from ._debounce import Debouncer
@@ -249,14 +249,17 @@ class _WorkerSlot:
     crash: BaseException | None = None
 
 
-def core_job(rec: JobRecord) -> CoreJob:
-    """The core's view of a journaled live job (times converted to trio's clock)."""
-    due = from_wall(rec.run_at) if rec.state is JobState.DELAYED and rec.run_at else None
+def core_job(rec: JobRecord, offset: float | None = None) -> CoreJob:
+    """The core's view of a journaled live job (times converted to trio's clock; ``offset`` is
+    :func:`wall_offset`, read once for many jobs)."""
+    if offset is None:
+        offset = wall_offset()
+    due = rec.run_at - offset if rec.state is JobState.DELAYED and rec.run_at else None
     return CoreJob(
         id=rec.id,
         priority=rec.priority,
         seq=rec.seq,
-        ready_at=from_wall(rec.ready_at),
+        ready_at=rec.ready_at - offset,
         attempts=rec.attempts,
         max_attempts=rec.max_attempts,
         timeout=rec.timeout,
@@ -429,8 +432,9 @@ class QueueActor:
     def _load(self, rnd: _Round, now: float) -> None:
         """Rebuild the core from the journal: every live job of this queue."""
         wall = to_wall(now)
+        offset = wall - now
         for rec in self.runtime.journal.live(self.name):
-            job = core_job(rec)
+            job = core_job(rec, offset)
             if rec.interrupted:
                 decision = self.core.add_interrupted(job, now)
                 if decision is not None:

@@ -35,3 +35,9 @@ def to_wall(t: float) -> float:
 def from_wall(w: float) -> float:
     """The trio time of wall-clock time ``w``."""
     return w - (wall_now() - trio.current_time())
+
+
+def wall_offset() -> float:
+    """``wall - trio time`` now: add it to a trio time to get wall time (one clock read, for
+    converting many times at once)."""
+    return wall_now() - trio.current_time()
