@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from _util import file_size, latency_summary, now, proc_status, rate, rmtree, work_dir
 
 import actorq
-from _util import file_size, latency_summary, now, proc_status, rate, rmtree, work_dir
 
 
 async def _noop(job: actorq.Job) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 import lmdb
 import msgpack
 import trio
-
 from _util import latency_summary, now, rate, rmtree, work_dir
 
 

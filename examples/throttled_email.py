@@ -39,7 +39,7 @@ async def main(path: str) -> None:
     offsets = [t - t0 for t, _to in sent]
     print(f"{len(sent)} emails sent")
     print(f"the first 100 within {offsets[99]:.2f}s (the bucket starts full)")
-    for (t, to), offset in zip(sent[100:], offsets[100:]):
+    for (_t, to), offset in zip(sent[100:], offsets[100:]):
         print(f"then {to:<24} at +{offset:.1f}s")
     gaps = [b - a for a, b in zip(offsets[100:], offsets[101:])]
     print(f"one every {sum(gaps) / len(gaps):.1f}s after the burst (100 a minute)")

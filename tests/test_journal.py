@@ -1,7 +1,8 @@
 """The persistence layer: locking, refusing what is not a journal, boot epochs, map growth, group
 commit, failed commits, recovery reads, retention and the refusal of invalid transitions.
 
-Public behaviour goes through ``actorq.open_runtime``; internals through ``actorq._journal.Journal``.
+Public behaviour goes through ``actorq.open_runtime``; internals through
+``actorq._journal.Journal``.
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ def test_a_startup_failure_propagates_from_spawn_queue(journal_path):
 def test_fault_injection_arguments_are_checked(journal_path):
     async def main():
         async with actorq.open_runtime(journal_path, durability="os") as rt:
-            q = await actorq.spawn_queue("q", lambda job: None)
+            await actorq.spawn_queue("q", lambda job: None)
             with pytest.raises(ValueError, match=r"^n must be an int >= 0 \(got -1\)$"):
                 actorq.testing.fail_next_commits(rt, -1)
             with pytest.raises(TypeError, match=r"^queue must be an actorq Queue"):
