@@ -388,7 +388,7 @@ class QueueActor:
                 if crash is not None:
                     log.warning("queue %r: crash while stopping: %r", self.name, crash)
                 raise cancelled from None
-            return  # pragma: no cover - the actor loop never returns
+            return  # a graceful stop (the runtime is closing) is not restarted
 
     # ---- the queue actor
 
