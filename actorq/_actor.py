@@ -40,6 +40,7 @@ from ._model import (
     Job,
     JobRecord,
     JobState,
+    LiveEntry,
     QueueStatistics,
     Requeued,
     Restart,
@@ -249,7 +250,7 @@ class _WorkerSlot:
     crash: BaseException | None = None
 
 
-def core_job(rec: JobRecord, offset: float | None = None) -> CoreJob:
+def core_job(rec: JobRecord | LiveEntry, offset: float | None = None) -> CoreJob:
     """The core's view of a journaled live job (times converted to trio's clock; ``offset`` is
     :func:`wall_offset`, read once for many jobs)."""
     if offset is None:
@@ -433,14 +434,16 @@ class QueueActor:
         """Rebuild the core from the journal: every live job of this queue."""
         wall = to_wall(now)
         offset = wall - now
-        for rec in self.runtime.journal.live(self.name):
+        journal = self.runtime.journal
+        for rec in journal.live_entries(self.name):  # scheduling fields only: no payloads
             job = core_job(rec, offset)
             if rec.interrupted:
                 decision = self.core.add_interrupted(job, now)
-                if decision is not None:
-                    exc = JobInterrupted(rec.error.partition(": ")[2] if rec.error else
+                full = journal.get(rec.id)
+                if decision is not None and full is not None:
+                    exc = JobInterrupted(full.error.partition(": ")[2] if full.error else
                                          "the attempt was interrupted")
-                    self._decided(rnd, rec.id, rec.payload, exc, decision, now, wall,
+                    self._decided(rnd, rec.id, full.payload, exc, decision, now, wall,
                                   then=partial(self._hooks_after_failure, exc))
             elif rec.state is JobState.RUNNING:
                 # Our previous incarnation crashed while this ran: the attempt is not counted.
@@ -455,7 +458,7 @@ class QueueActor:
             if not returned.is_set():
                 self.core.block(job_id)
 
-    def _restore_burst(self, rec: JobRecord) -> None:
+    def _restore_burst(self, rec: LiveEntry) -> None:
         """Rebuild a waiting debounced job's burst from its journaled wall-clock times."""
         assert self.debouncer is not None and rec.debounce_key is not None
         enqueued = from_wall(rec.created_at)
@@ -541,7 +544,8 @@ class QueueActor:
         else:  # pragma: no cover
             raise TypeError(f"unknown message {msg!r}")
 
-    def _add(self, rnd: _Round, rec: JobRecord, job: CoreJob, now: float, wall: float) -> None:
+    def _add(self, rnd: _Round, rec: JobRecord | LiveEntry, job: CoreJob, now: float,
+             wall: float) -> None:
         """Give a live job to the core; journal it as due where its delay has passed."""
         if self.core.add(job, now) == "ready" and rec.state is JobState.DELAYED:
             rnd.add(Due(rec.id, wall))

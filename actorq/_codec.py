@@ -1,4 +1,19 @@
-"""The one place that serialises: a cattrs msgpack converter with stable, hand-written tags.
+"""The one place that serialises: msgpack, with stable, hand-written tags.
+
+The journal's hot path encodes by hand with msgpack (a cattrs converter costs several times
+more per record, and this runs for every transition):
+
+- A record (the ``jobs`` table, and inside an ``Enqueued`` event) is one msgpack array of its
+  fields in :data:`RECORD_FIELDS` order, the state as its index in ``JobState``, the payload
+  last. The payload is encoded once, at enqueue, and its bytes are spliced into every later
+  version of the record, so a transition never re-encodes it (nor sees a caller's later changes
+  to the payload object).
+- An event is a msgpack map tagged ``"t"`` with :data:`EVENT_TAGS`' stable strings; its other
+  keys are the event's field names (``Cancelled.superseded_by`` left out when None). An
+  ``Enqueued`` event holds its record, encoded as above, under ``"r"``. Older entries that hold
+  it as a map of field names under ``"record"`` still decode, through the cattrs converter.
+- A live job's entry in the state index holds its scheduling fields (:func:`encode_live`), so
+  recovery can rebuild a queue without decoding records.
 
 Payloads and results are checked here too, before anything is recorded: only values the journal
 can store faithfully get in.
@@ -6,17 +21,34 @@ can store faithfully get in.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import attrs
 import cattrs
+import msgpack
 from cattrs.preconf.msgpack import make_converter
 from cattrs.strategies import configure_tagged_union
 
 from ._errors import PayloadError
-from ._model import EVENT_TAGS, Event, JobRecord
+from ._model import (
+    EVENT_TAGS,
+    AttemptFailed,
+    Cancelled,
+    Due,
+    Enqueued,
+    Event,
+    Failed,
+    Interrupted,
+    JobRecord,
+    JobState,
+    LiveEntry,
+    Requeued,
+    Started,
+    Succeeded,
+)
 
-# Journal records leave out fields at their defaults (smaller records); payloads keep every field.
+# The cattrs converter only reads entries written in the older, map-of-fields form.
 converter = make_converter(omit_if_default=True)
 configure_tagged_union(Event, converter, tag_generator=EVENT_TAGS.__getitem__, tag_name="t")
 payload_converter = make_converter()
@@ -24,21 +56,172 @@ payload_converter = make_converter()
 _INT_MIN, _INT_MAX = -(2**63), 2**64
 _ALLOWED = "dict (str keys), list, tuple, str, int, float, bool, None or an attrs instance"
 
+# ---- msgpack primitives
+
+_unpackb = msgpack.unpackb
+_local = threading.local()  # a Packer keeps a buffer: one per thread
+
+
+def _pack(obj: Any) -> bytes:
+    try:
+        packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(autoreset=True)
+    return packer.pack(obj)
+
+
+def encode_value(value: Any) -> bytes:
+    """A payload or result as msgpack (what :func:`encode_record_with` splices in)."""
+    return _pack(value)
+
+
+def decode_value(data: bytes) -> Any:
+    return _unpackb(data)
+
+
+# ---- records
+
+RECORD_FIELDS = (
+    "id", "queue", "state", "priority", "seq", "created_at", "ready_at", "run_at", "attempts",
+    "max_attempts", "timeout", "started_at", "finished_at", "result", "error", "superseded_by",
+    "epoch", "interrupted", "debounce_key", "debounce_first_at", "leading", "log", "payload",
+)
+STATES: tuple[JobState, ...] = tuple(JobState)
+STATE_INDEX: dict[JobState, int] = {state: i for i, state in enumerate(STATES)}
+# A 23-item array starts with this array16 header; the 22 fields before the payload, packed
+# alone, start with the header of a 22-item array (b"\xdc\x00\x16"), replaced by it.
+_RECORD_HEADER = b"\xdc\x00" + bytes([len(RECORD_FIELDS)])
+if sorted(RECORD_FIELDS) != sorted(f.name for f in attrs.fields(JobRecord)):  # pragma: no cover
+    raise RuntimeError("JobRecord's fields changed: update the record layout (and bump the "
+                       "journal's FORMAT_VERSION)")
+
+
+def encode_record_with(rec: JobRecord, payload: bytes) -> bytes:
+    """``rec`` encoded, with ``payload`` (:func:`encode_value` of its payload) spliced in."""
+    head = _pack((
+        rec.id, rec.queue, STATE_INDEX[rec.state], rec.priority, rec.seq, rec.created_at,
+        rec.ready_at, rec.run_at, rec.attempts, rec.max_attempts, rec.timeout, rec.started_at,
+        rec.finished_at, rec.result, rec.error, rec.superseded_by, rec.epoch, rec.interrupted,
+        rec.debounce_key, rec.debounce_first_at, rec.leading, rec.log,
+    ))
+    return _RECORD_HEADER + head[3:] + payload
+
 
 def encode_record(rec: JobRecord) -> bytes:
-    return converter.dumps(rec)
+    return encode_record_with(rec, _pack(rec.payload))
+
+
+def _record_from_list(v: list[Any]) -> JobRecord:
+    (job_id, queue, state, priority, seq, created_at, ready_at, run_at, attempts, max_attempts,
+     timeout, started_at, finished_at, result, error, superseded_by, epoch, interrupted,
+     debounce_key, debounce_first_at, leading, log, payload) = v
+    return JobRecord(job_id, queue, STATES[state], payload, priority, seq, created_at, ready_at,
+                     run_at, attempts, max_attempts, timeout, started_at, finished_at, result,
+                     error, superseded_by, epoch, interrupted, debounce_key, debounce_first_at,
+                     leading, tuple(log))
 
 
 def decode_record(data: bytes) -> JobRecord:
-    return converter.loads(data, JobRecord)
+    v = _unpackb(data)
+    if type(v) is dict:  # the older map-of-fields form
+        return converter.structure(v, JobRecord)
+    return _record_from_list(v)
+
+
+# ---- events
+
+_T_ENQ = EVENT_TAGS[Enqueued]
+_T_START = EVENT_TAGS[Started]
+_T_DUE = EVENT_TAGS[Due]
+_T_OK = EVENT_TAGS[Succeeded]
+_T_RETRY = EVENT_TAGS[AttemptFailed]
+_T_FAIL = EVENT_TAGS[Failed]
+_T_CANCEL = EVENT_TAGS[Cancelled]
+_T_REQUEUE = EVENT_TAGS[Requeued]
+_T_INTR = EVENT_TAGS[Interrupted]
+# {"t": "enq", "r": <record>}: a fixmap of 2, then the record's array is appended.
+_ENQ_PREFIX = b"\x82" + _pack("t") + _pack(_T_ENQ) + _pack("r")
+
+
+def encode_enqueued(rec: JobRecord, payload: bytes) -> bytes:
+    """``encode_event(Enqueued(rec))``, with ``payload`` (:func:`encode_value`) spliced in."""
+    return _ENQ_PREFIX + encode_record_with(rec, payload)
 
 
 def encode_event(ev: Event) -> bytes:
-    return converter.dumps(ev, unstructure_as=Event)
+    cls = type(ev)
+    if cls is Started:
+        return _pack({"t": _T_START, "id": ev.id, "at": ev.at, "attempt": ev.attempt,
+                      "epoch": ev.epoch})
+    if cls is Succeeded:
+        return _pack({"t": _T_OK, "id": ev.id, "at": ev.at, "result": ev.result})
+    if cls is Enqueued:
+        return encode_enqueued(ev.record, _pack(ev.record.payload))
+    if cls is Due:
+        return _pack({"t": _T_DUE, "id": ev.id, "at": ev.at})
+    if cls is AttemptFailed:
+        return _pack({"t": _T_RETRY, "id": ev.id, "at": ev.at, "error": ev.error,
+                      "retry_at": ev.retry_at})
+    if cls is Failed:
+        return _pack({"t": _T_FAIL, "id": ev.id, "at": ev.at, "error": ev.error})
+    if cls is Cancelled:
+        if ev.superseded_by is None:
+            return _pack({"t": _T_CANCEL, "id": ev.id, "at": ev.at})
+        return _pack({"t": _T_CANCEL, "id": ev.id, "at": ev.at,
+                      "superseded_by": ev.superseded_by})
+    if cls is Requeued:
+        return _pack({"t": _T_REQUEUE, "id": ev.id, "at": ev.at})
+    if cls is Interrupted:
+        return _pack({"t": _T_INTR, "id": ev.id, "at": ev.at, "error": ev.error})
+    raise TypeError(f"not a journal event: {ev!r}")
 
 
 def decode_event(data: bytes) -> Event:
-    return converter.loads(data, Event)  # type: ignore[arg-type]
+    d = _unpackb(data)
+    tag = d["t"]
+    if tag == _T_START:
+        return Started(d["id"], d["at"], d["attempt"], d["epoch"])
+    if tag == _T_OK:
+        return Succeeded(d["id"], d["at"], d["result"])
+    if tag == _T_ENQ:
+        if "r" in d:
+            return Enqueued(_record_from_list(d["r"]))
+        return converter.structure(d, Event)  # type: ignore[arg-type]  # the older form
+    if tag == _T_DUE:
+        return Due(d["id"], d["at"])
+    if tag == _T_RETRY:
+        return AttemptFailed(d["id"], d["at"], d["error"], d["retry_at"])
+    if tag == _T_FAIL:
+        return Failed(d["id"], d["at"], d["error"])
+    if tag == _T_CANCEL:
+        return Cancelled(d["id"], d["at"], d.get("superseded_by"))
+    if tag == _T_REQUEUE:
+        return Requeued(d["id"], d["at"])
+    if tag == _T_INTR:
+        return Interrupted(d["id"], d["at"], d["error"])
+    raise ValueError(f"not a journal event: unknown tag {tag!r}")
+
+
+# ---- the state index's entries of live jobs
+
+
+def encode_live(rec: JobRecord) -> bytes:
+    """The scheduling fields of a live record, as its state index entry holds them."""
+    return _pack((rec.id, rec.priority, rec.ready_at, rec.run_at, rec.attempts,
+                  rec.max_attempts, rec.timeout, rec.interrupted, rec.debounce_key,
+                  rec.debounce_first_at, rec.leading, rec.created_at))
+
+
+def live_id(data: bytes) -> str:
+    """The id in an :func:`encode_live` value."""
+    return _unpackb(data)[0]  # type: ignore[no-any-return]
+
+
+def decode_live(data: bytes, seq: int, state: JobState) -> LiveEntry:
+    (job_id, priority, ready_at, run_at, attempts, max_attempts, timeout, interrupted,
+     debounce_key, debounce_first_at, leading, created_at) = _unpackb(data)
+    return LiveEntry(job_id, seq, state, priority, ready_at, run_at, attempts, max_attempts,
+                     timeout, interrupted, debounce_key, debounce_first_at, leading, created_at)
 
 
 def normalize(value: Any, what: str = "payload") -> Any:

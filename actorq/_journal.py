@@ -5,14 +5,23 @@ Tables (LMDB named databases):
 - ``meta``: ``format`` (the format version) and ``epoch`` (the current boot epoch).
 - ``log``: every transition, keyed by ``>Q`` sequence number, appended in order.
 - ``jobs``: each job's current record, keyed by id.
-- ``states``: an index ``state code + queue + NUL + >Q seq -> id``: recovery reads only the live
-  states of a queue, ``list`` reads one state in enqueue order, never the whole history.
+- ``states``: an index ``state code + queue + NUL + >Q seq``: recovery reads only the live
+  states of a queue, ``list`` reads one state in enqueue order, never the whole history. A live
+  job's entry holds its id and scheduling fields (``_codec.encode_live``), so ``live_entries``
+  rebuilds a queue from this index alone; a finished job's entry holds its id.
 - ``counts``: ``queue + NUL + state code -> >Q`` count, so ``stats`` is O(1).
-- ``done``: ``queue + NUL + >Q finish seq -> >d finished_at + id``: finished jobs in the order
-  they finished, for retention.
+- ``done``: ``queue + NUL + >Q finish seq -> >d finished_at + [id, seq, state, log]``: finished
+  jobs in the order they finished, for retention, with what removing them takes.
 
 Retention deletes a finished job's record, its index entries and its log entries, so the file
 stays bounded under steady load.
+
+The write path keeps, in memory, the records of live jobs it committed (read from LMDB on a miss,
+then kept with their encoded payloads), so a transition neither reads nor decodes the record it
+changes; and the counts it wrote. Both follow a commit only once it succeeded (a failed or aborted
+one leaves them as they were); a job leaves the cache when it finishes, and the cache is bounded
+(``Journal.cache_max``, ``Journal.cache_max_bytes``). Readers (``get``, ``live``, ``list``, ...)
+always read LMDB.
 """
 
 from __future__ import annotations
@@ -26,7 +35,20 @@ from pathlib import Path
 
 import lmdb
 
-from ._codec import decode_event, decode_record, encode_event, encode_record
+from ._codec import (
+    STATE_INDEX,
+    STATES,
+    decode_event,
+    decode_live,
+    decode_record,
+    decode_value,
+    encode_enqueued,
+    encode_event,
+    encode_live,
+    encode_record_with,
+    encode_value,
+    live_id,
+)
 from ._errors import JournalError, JournalLocked
 from ._model import (
     LIVE_STATES,
@@ -36,12 +58,14 @@ from ._model import (
     Interrupted,
     JobRecord,
     JobState,
+    LiveEntry,
     Requeued,
     Retention,
+    Succeeded,
     apply_event,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MiB = 1 << 20
 
 _Q = struct.Struct(">Q")
@@ -55,27 +79,61 @@ CODES: dict[JobState, bytes] = {
     JobState.CANCELLED: b"x",
 }
 _DBS = (b"meta", b"log", b"jobs", b"states", b"counts", b"done")
+_TERMINAL = frozenset(TERMINAL_STATES)
+# Payload and result values that cannot be changed in place: a record holding only these may be
+# shared between the cache and the caller.
+_IMMUTABLE = frozenset({type(None), str, int, float, bool})
+
+# A job as a commit sees it: its record, and its payload encoded (None: not yet encoded; the
+# cache holds only entries with their payload encoded).
+_Entry = tuple[JobRecord, "bytes | None"]
 
 
 class MapFull(Exception):
     """The write did not fit in the map: grow it (with no transaction open) and write again."""
 
 
-def _event_id(ev: Event) -> str:
-    return ev.record.id if isinstance(ev, Enqueued) else ev.id
+def _entry_seq(entry: LiveEntry) -> int:
+    return entry.seq
+
+
+def _index_run(cur: lmdb.Cursor, prefix: bytes, state: JobState) -> Iterator[LiveEntry]:
+    """The live entries of one state index run, from ``cur`` (at its first key) on."""
+    unpack = _Q.unpack_from
+    for key, value in cur:
+        if not key.startswith(prefix):
+            return
+        yield decode_live(value, unpack(key, len(key) - 8)[0], state)
 
 
 def _qkey(queue: str) -> bytes:
     return queue.encode() + b"\x00"
 
 
-def _state_key(rec: JobRecord) -> bytes:
-    return CODES[rec.state] + _qkey(rec.queue) + _Q.pack(rec.seq)
+_set_field = object.__setattr__
+
+
+def _own_values(new: JobRecord, payload: bytes, ev: Event) -> None:
+    """Give ``new``, just built by ``apply_event`` and not yet seen by anyone, a payload (and a
+    result) of its own where they are mutable: as when every transition decoded its record, what
+    :meth:`Journal.commit` returns never shares a mutable payload with an earlier result (whose
+    holder may have changed it) nor with the cache. ``payload`` is the encoded payload.
+    A Succeeded record keeps the event's result object, as it always did."""
+    if type(new.payload) not in _IMMUTABLE:
+        _set_field(new, "payload", decode_value(payload))
+    if type(new.result) not in _IMMUTABLE and type(ev) is not Succeeded:
+        _set_field(new, "result", decode_value(encode_value(new.result)))
 
 
 class Journal:
     """Synchronous access to one actorq journal directory. Not thread-safe for writes: one
     writer at a time (the writer actor), any thread for reads."""
+
+    #: The write path keeps at most this many live records in memory, holding at most
+    #: ``cache_max_bytes`` of encoded payloads (a cached record holds its payload twice: as an
+    #: object and encoded). Beyond either, a transition reads its record from LMDB (a miss).
+    cache_max = 16_384
+    cache_max_bytes = 4 * MiB
 
     def __init__(
         self,
@@ -101,7 +159,12 @@ class Journal:
         except BaseException:
             os.close(self._lock_fd)
             raise
+        self._states_db = self.dbs["states"]
+        self._done_db = self.dbs["done"]
         self._next_seq = self._last_seq() + 1
+        self._cache: dict[str, _Entry] = {}  # live job id -> its committed record
+        self._cache_bytes = 0  # the encoded payloads the cache holds
+        self._count_values: dict[bytes, int] = {}  # counts key -> its committed value
         self.closed = False
         # Fault injection (actorq.testing): called inside every write transaction, after its
         # writes and before it commits; an exception aborts the transaction.
@@ -172,9 +235,12 @@ class Journal:
             version = None if raw is None else _Q.unpack(raw)[0]
             if version != FORMAT_VERSION:
                 found = "no format version" if version is None else f"format version {version}"
+                writer = ("an older actorq wrote it; there is no migration"
+                          if version is not None and version < FORMAT_VERSION
+                          else "a newer actorq wrote it?")
                 raise JournalError(
                     f"{str(self.path)!r} has {found}; this actorq reads format version "
-                    f"{FORMAT_VERSION} (a newer actorq wrote it?); it was left untouched"
+                    f"{FORMAT_VERSION} ({writer}); it was left untouched"
                 )
         while True:
             try:
@@ -198,6 +264,9 @@ class Journal:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._cache.clear()
+            self._cache_bytes = 0
+            self._count_values.clear()
             self.env.close()
             os.close(self._lock_fd)
 
@@ -218,37 +287,78 @@ class Journal:
         events = list(events)
         results: list[JobRecord | None] = []
         dbs = self.dbs
+        log_db, jobs_db = dbs["log"], dbs["jobs"]
+        cache = self._cache
+        pack_seq = _Q.pack
         seq = self._next_seq
+        # job id -> (record, encoded payload) as this transaction leaves it (None: no such job)
+        current: dict[str, _Entry | None] = {}
+        first: dict[str, JobRecord | None] = {}  # job id -> its record before this transaction
+        changed: dict[str, None] = {}  # the jobs this transaction wrote, in order
+        counts: dict[bytes, int] = {}  # counts written by this transaction: key -> value
         try:
             with self.env.begin(write=True) as txn:
-                before: dict[str, JobRecord | None] = {}
-                after: dict[str, JobRecord] = {}
                 for ev in events:
-                    job_id = _event_id(ev)
-                    if job_id in after:
-                        old = after[job_id]
+                    enqueued = isinstance(ev, Enqueued)
+                    job_id = ev.record.id if enqueued else ev.id  # type: ignore[union-attr]
+                    if job_id in current:
+                        entry = current[job_id]
                     else:
-                        old = self._get(txn, job_id)
-                        before[job_id] = old
+                        entry = cache.get(job_id)
+                        if entry is None:
+                            raw = txn.get(job_id.encode(), db=jobs_db)
+                            if raw is not None:
+                                entry = (decode_record(raw), None)
+                        current[job_id] = entry
+                        first[job_id] = None if entry is None else entry[0]
+                    old = None if entry is None else entry[0]
                     new = apply_event(old, ev, seq)
-                    results.append(new)
                     if new is None:
+                        results.append(None)
                         continue
-                    txn.put(_Q.pack(seq), encode_event(ev), db=dbs["log"], append=True)
+                    if enqueued:
+                        payload = encode_value(new.payload)
+                        data = encode_enqueued(ev.record, payload)  # type: ignore[union-attr]
+                        results.append(new)
+                    else:
+                        payload = entry[1]  # type: ignore[index]
+                        if payload is None:
+                            payload = encode_value(old.payload)  # type: ignore[union-attr]
+                        data = encode_event(ev)
+                        _own_values(new, payload, ev)
+                        results.append(new)
+                    txn.put(pack_seq(seq), data, db=log_db, append=True)
                     seq += 1
-                    after[job_id] = new
-                for job_id, new in after.items():
-                    txn.put(job_id.encode(), encode_record(new), db=dbs["jobs"])
-                    self._reindex(txn, before[job_id], new)
+                    current[job_id] = (new, payload)
+                    changed[job_id] = None
+                deltas: dict[bytes, int] = {}
+                for job_id in changed:
+                    new, payload = current[job_id]  # type: ignore[misc]
+                    txn.put(job_id.encode(), encode_record_with(new, payload), db=jobs_db)
+                    self._reindex(txn, first[job_id], new, deltas)
+                self._write_counts(txn, deltas, counts)
                 if retention:
                     assert now is not None, "retention needs now"
                     for queue, policy in retention.items():
-                        self._trim(txn, queue, policy, now)
+                        self._trim(txn, queue, policy, now, counts)
                 if self.before_commit is not None:
                     self.before_commit()
         except lmdb.MapFullError:
             raise MapFull() from None
+        # Committed: now (and only now) the in-memory state follows.
         self._next_seq = seq
+        self._count_values.update(counts)
+        for job_id in changed:
+            entry = current[job_id]
+            held = cache.pop(job_id, None)
+            if held is not None:
+                self._cache_bytes -= len(held[1])  # type: ignore[arg-type]
+            if entry[0].state not in _TERMINAL:  # type: ignore[index]
+                size = len(entry[1])  # type: ignore[arg-type,index]
+                if (len(cache) < self.cache_max
+                        and self._cache_bytes + size <= self.cache_max_bytes):
+                    cache[job_id] = entry  # type: ignore[assignment]
+                    self._cache_bytes += size
         return results
 
     def grow(self) -> None:
@@ -270,59 +380,95 @@ class Journal:
             except MapFull:
                 self.grow()
 
-    def _reindex(self, txn: lmdb.Transaction, old: JobRecord | None, new: JobRecord) -> None:
-        dbs = self.dbs
-        if old is not None and old.state is new.state:
-            return
+    def _reindex(self, txn: lmdb.Transaction, old: JobRecord | None, new: JobRecord,
+                 deltas: dict[bytes, int]) -> None:
+        states = self._states_db
+        state = new.state
+        qkey = _qkey(new.queue)
+        seq = _Q.pack(new.seq)
+        live = state not in _TERMINAL
         if old is not None:
-            txn.delete(_state_key(old), db=dbs["states"])
-            self._count(txn, old.queue, old.state, -1)
-        txn.put(_state_key(new), new.id.encode(), db=dbs["states"])
-        self._count(txn, new.queue, new.state, +1)
-        if new.state.terminal:
-            key = _qkey(new.queue) + _Q.pack(new.log[-1])
-            txn.put(key, _D.pack(new.finished_at or 0.0) + new.id.encode(), db=dbs["done"])
+            if old.state is state:
+                if live:  # same key; its scheduling fields may have changed
+                    txn.put(CODES[state] + qkey + seq, encode_live(new), db=states)
+                return
+            code = CODES[old.state]
+            txn.delete(code + qkey + _Q.pack(old.seq), db=states)
+            key = qkey + code
+            deltas[key] = deltas.get(key, 0) - 1
+        code = CODES[state]
+        if live:
+            txn.put(code + qkey + seq, encode_live(new), db=states)
+        else:
+            txn.put(code + qkey + seq, new.id.encode(), db=states)
+            value = _D.pack(new.finished_at or 0.0) + encode_value(
+                (new.id, new.seq, STATE_INDEX[state], new.log))
+            txn.put(qkey + _Q.pack(new.log[-1]), value, db=self._done_db)
+        key = qkey + code
+        deltas[key] = deltas.get(key, 0) + 1
 
-    def _count(self, txn: lmdb.Transaction, queue: str, state: JobState, delta: int) -> None:
-        key = _qkey(queue) + CODES[state]
-        raw = txn.get(key, db=self.dbs["counts"])
-        value = (0 if raw is None else _Q.unpack(raw)[0]) + delta
-        txn.put(key, _Q.pack(value), db=self.dbs["counts"])
+    def _count_value(self, txn: lmdb.Transaction, key: bytes, counts: dict[bytes, int]) -> int:
+        """A counter as this transaction sees it (``counts``: what it wrote so far)."""
+        value = counts.get(key)
+        if value is None:
+            value = self._count_values.get(key)
+            if value is None:
+                raw = txn.get(key, db=self.dbs["counts"])
+                value = 0 if raw is None else _Q.unpack(raw)[0]
+        return value
 
-    def _trim(self, txn: lmdb.Transaction, queue: str, policy: Retention, now: float) -> int:
+    def _write_counts(self, txn: lmdb.Transaction, deltas: dict[bytes, int],
+                      counts: dict[bytes, int]) -> None:
+        """Apply ``deltas`` (counts key -> change), each counter written once."""
+        db = self.dbs["counts"]
+        for key, delta in deltas.items():
+            if delta:
+                value = self._count_value(txn, key, counts) + delta
+                txn.put(key, _Q.pack(value), db=db)
+                counts[key] = value
+
+    def _trim(self, txn: lmdb.Transaction, queue: str, policy: Retention, now: float,
+              counts: dict[bytes, int]) -> int:
         """Remove ``queue``'s finished jobs beyond ``policy``; how many were removed."""
-        finished = sum(self._counts(txn, queue)[s] for s in TERMINAL_STATES)
+        prefix = _qkey(queue)
+        finished = sum(self._count_value(txn, prefix + CODES[s], counts) for s in TERMINAL_STATES)
         excess = max(finished - policy.max_count, 0)
         cutoff = now - policy.max_age
-        prefix = _qkey(queue)
         removed = 0
         cur = txn.cursor(db=self.dbs["done"])
         if not cur.set_range(prefix):
             return 0
+        deltas: dict[bytes, int] = {}
         while cur.key().startswith(prefix):
             value = cur.value()
             finished_at = _D.unpack_from(value)[0]
             if removed >= excess and finished_at >= cutoff:
                 break
-            self._remove(txn, value[_D.size:].decode())
+            self._remove(txn, prefix, value, deltas)
             removed += 1
             if not cur.delete():
                 break
+        self._write_counts(txn, deltas, counts)
         return removed
 
-    def _remove(self, txn: lmdb.Transaction, job_id: str) -> None:
-        rec = self._get(txn, job_id)
-        if rec is None:
+    def _remove(self, txn: lmdb.Transaction, qkey: bytes, done: bytes,
+                deltas: dict[bytes, int]) -> None:
+        """Delete a finished job, from its ``done`` entry."""
+        job_id, seq, state, log = decode_value(done[_D.size:])
+        if not txn.delete(job_id.encode(), db=self.dbs["jobs"]):
             return
-        txn.delete(job_id.encode(), db=self.dbs["jobs"])
-        txn.delete(_state_key(rec), db=self.dbs["states"])
-        self._count(txn, rec.queue, rec.state, -1)
-        for seq in rec.log:
-            txn.delete(_Q.pack(seq), db=self.dbs["log"])
+        code = CODES[STATES[state]]
+        txn.delete(code + qkey + _Q.pack(seq), db=self.dbs["states"])
+        key = qkey + code
+        deltas[key] = deltas.get(key, 0) - 1
+        log_db = self.dbs["log"]
+        for entry in log:
+            txn.delete(_Q.pack(entry), db=log_db)
 
     # ---- reading (any thread; each call is one short read transaction)
 
     def _get(self, txn: lmdb.Transaction, job_id: str) -> JobRecord | None:
+        # decode_record is looked up here, in this module, at each call (a test counts calls)
         raw = txn.get(job_id.encode(), db=self.dbs["jobs"])
         return None if raw is None else decode_record(raw)
 
@@ -331,26 +477,44 @@ class Journal:
             return self._get(txn, job_id)
 
     def _state_ids(self, txn: lmdb.Transaction, state: JobState, queue: str | None
-                   ) -> Iterator[tuple[bytes, bytes]]:
+                   ) -> Iterator[tuple[bytes, str]]:
         prefix = CODES[state] + (b"" if queue is None else _qkey(queue))
+        live = state not in _TERMINAL
         cur = txn.cursor(db=self.dbs["states"])
         if not cur.set_range(prefix):
             return
         for key, value in cur:
             if not key.startswith(prefix):
                 return
-            yield key[-8:], value
+            yield key[-8:], (live_id(value) if live else value.decode())
 
     def live(self, queue: str) -> list[JobRecord]:
         """Every pending, delayed or running job of ``queue``, in enqueue order."""
         with self.env.begin() as txn:
             ids = heapq.merge(*(self._state_ids(txn, s, queue) for s in LIVE_STATES))
-            return [r for _seq, job_id in ids if (r := self._get(txn, job_id.decode()))]
+            return [r for _seq, job_id in ids if (r := self._get(txn, job_id))]
+
+    def live_entries(self, queue: str) -> list[LiveEntry]:
+        """Every pending, delayed or running job of ``queue``, in enqueue order, as the state
+        index holds it: scheduling fields only (no payload, result or error), read in one short
+        read transaction from the index alone, without reading or decoding any record."""
+        qkey = _qkey(queue)
+        runs: list[list[LiveEntry]] = []
+        with self.env.begin(db=self._states_db) as txn:
+            cur = txn.cursor()
+            for state in LIVE_STATES:
+                prefix = CODES[state] + qkey
+                if cur.set_range(prefix) and cur.key().startswith(prefix):
+                    runs.append(list(_index_run(cur, prefix, state)))
+        if len(runs) == 1:
+            return runs[0]
+        # each run is in seq order already: the sort only merges them
+        return sorted((e for run in runs for e in run), key=_entry_seq)
 
     def running(self, *, before_epoch: int | None = None) -> list[JobRecord]:
         """Running jobs of every queue (started in an epoch before ``before_epoch``, if given)."""
         with self.env.begin() as txn:
-            recs = [self._get(txn, job_id.decode())
+            recs = [self._get(txn, job_id)
                     for _seq, job_id in self._state_ids(txn, JobState.RUNNING, None)]
         return [r for r in recs if r and (before_epoch is None or r.epoch < before_epoch)]
 
@@ -364,7 +528,7 @@ class Journal:
             for _seq, job_id in ids:
                 if len(out) >= limit:
                     break
-                rec = self._get(txn, job_id.decode())
+                rec = self._get(txn, job_id)
                 if rec is not None:
                     out.append(rec)
         return out

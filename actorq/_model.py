@@ -49,7 +49,8 @@ def parse_priority(priority: object) -> int:
             return PRIORITIES[priority]
         except KeyError:
             names = ", ".join(repr(n) for n in PRIORITIES)
-            raise ValueError(f"priority must be one of {names} or an int (got {priority!r})") from None
+            raise ValueError(
+                f"priority must be one of {names} or an int (got {priority!r})") from None
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise TypeError(
             f"priority must be a priority name or an int, not {type(priority).__name__} "
@@ -162,7 +163,7 @@ def linear(delay: float) -> Linear:
 def exponential(
     initial: float, factor: float = 2.0, max: float | None = None, jitter: float = 0.0  # noqa: A002
 ) -> Exponential:
-    """Backoff: ``min(initial * factor**(n-1), max)``, spread uniformly over ``[d(1-j), d(1+j)]``."""
+    """Backoff: ``min(initial * factor**(n-1), max)``, spread over ``[d(1-j), d(1+j)]``."""
     return Exponential(initial, factor, max, jitter)
 
 
@@ -382,6 +383,34 @@ class JobRecord:
 
 
 @attrs.frozen
+class LiveEntry:
+    """A live (pending, delayed or running) job as the journal's state index holds it: what a
+    queue needs to schedule it, without its payload, result or history (see
+    ``Journal.live_entries``). Times are wall-clock epoch seconds, as in :class:`JobRecord`."""
+
+    id: str
+    seq: int
+    state: JobState
+    priority: int
+    ready_at: float
+    run_at: float | None
+    attempts: int
+    max_attempts: int | None
+    timeout: float | None
+    interrupted: bool
+    debounce_key: str | None
+    debounce_first_at: float | None
+    leading: bool
+    created_at: float
+
+    @classmethod
+    def from_record(cls, rec: JobRecord) -> LiveEntry:
+        return cls(rec.id, rec.seq, rec.state, rec.priority, rec.ready_at, rec.run_at,
+                   rec.attempts, rec.max_attempts, rec.timeout, rec.interrupted,
+                   rec.debounce_key, rec.debounce_first_at, rec.leading, rec.created_at)
+
+
+@attrs.frozen
 class JobInfo:
     """A job as it stands, as ``status`` and ``list`` report it."""
 
@@ -497,8 +526,8 @@ class Interrupted:
     error: str
 
 
-Event = Union[Enqueued, Started, Due, Succeeded, AttemptFailed, Failed, Cancelled, Requeued,
-              Interrupted]
+Event = Union[  # noqa: UP007 - a runtime Union: cattrs' tagged-union strategy takes it
+    Enqueued, Started, Due, Succeeded, AttemptFailed, Failed, Cancelled, Requeued, Interrupted]
 EVENT_TAGS: dict[type, str] = {
     Enqueued: "enq",
     Started: "start",
@@ -520,51 +549,125 @@ def apply_event(rec: JobRecord | None, ev: Event, seq: int) -> JobRecord | None:
     ``seq`` is the log sequence number the event is written under. An event that does not fit
     the record (a start of a job cancelled meanwhile, an enqueue of an id already held) is refused
     rather than applied, so two writers racing on one job can never corrupt it.
+
+    Each transition builds its record with one positional constructor call naming every field
+    (``attrs.evolve`` costs about three times as much, and this runs for every transition); the
+    fields follow :class:`JobRecord`'s order: id, queue, state, payload, priority, seq,
+    created_at, ready_at, run_at, attempts, max_attempts, timeout, started_at, finished_at,
+    result, error, superseded_by, epoch, interrupted, debounce_key, debounce_first_at, leading,
+    log.
     """
     if isinstance(ev, Enqueued):
         if rec is not None:
             return None
-        return attrs.evolve(ev.record, seq=seq, log=(seq,))
-    if rec is None or rec.state.terminal:
+        r = ev.record
+        return JobRecord(r.id, r.queue, r.state, r.payload, r.priority, seq, r.created_at,
+                         r.ready_at, r.run_at, r.attempts, r.max_attempts, r.timeout,
+                         r.started_at, r.finished_at, r.result, r.error, r.superseded_by,
+                         r.epoch, r.interrupted, r.debounce_key, r.debounce_first_at, r.leading,
+                         (seq,))
+    if rec is None or rec.state in _TERMINAL:
         return None
-    log = rec.log + (seq,)
-    state = rec.state
-    if isinstance(ev, Started):
-        if state not in (_S.PENDING, _S.DELAYED) or rec.interrupted:
-            return None
-        return attrs.evolve(rec, state=_S.RUNNING, attempts=ev.attempt, started_at=ev.at,
-                            epoch=ev.epoch, run_at=None, log=log)
-    if isinstance(ev, Due):
-        if state is not _S.DELAYED:
-            return None
-        return attrs.evolve(rec, state=_S.PENDING, run_at=None, log=log)
-    if isinstance(ev, Succeeded):
-        if state is not _S.RUNNING:
-            return None
-        return attrs.evolve(rec, state=_S.COMPLETED, result=ev.result, finished_at=ev.at, log=log)
-    if isinstance(ev, AttemptFailed):
-        if state is not _S.RUNNING and not rec.interrupted:
-            return None
-        if ev.retry_at is not None and ev.retry_at > ev.at:
-            return attrs.evolve(rec, state=_S.DELAYED, error=ev.error, run_at=ev.retry_at,
-                                ready_at=ev.retry_at, interrupted=False, log=log)
-        return attrs.evolve(rec, state=_S.PENDING, error=ev.error, run_at=None, ready_at=ev.at,
-                            interrupted=False, log=log)
-    if isinstance(ev, Failed):
-        return attrs.evolve(rec, state=_S.FAILED, error=ev.error, finished_at=ev.at, run_at=None,
-                            interrupted=False, log=log)
-    if isinstance(ev, Cancelled):
-        return attrs.evolve(rec, state=_S.CANCELLED, finished_at=ev.at, run_at=None,
-                            superseded_by=ev.superseded_by, interrupted=False, log=log)
-    if isinstance(ev, Requeued):
-        if state is not _S.RUNNING:
-            return None
-        return attrs.evolve(rec, state=_S.PENDING, attempts=max(rec.attempts - 1, 0), log=log)
-    if isinstance(ev, Interrupted):
-        if state is not _S.RUNNING:
-            return None
-        return attrs.evolve(rec, state=_S.PENDING, error=ev.error, interrupted=True, log=log)
-    raise TypeError(f"not a journal event: {ev!r}")  # pragma: no cover
+    fold = _FOLDS.get(type(ev))
+    if fold is None:  # a subclass of an event class, or not an event at all
+        fold = next((f for base, f in _FOLDS.items() if isinstance(ev, base)), None)
+        if fold is None:
+            raise TypeError(f"not a journal event: {ev!r}")  # pragma: no cover
+    return fold(rec, ev, rec.log + (seq,))
+
+
+def _started(r: JobRecord, ev: Started, log: tuple[int, ...]) -> JobRecord | None:
+    if (r.state is not _S.PENDING and r.state is not _S.DELAYED) or r.interrupted:
+        return None
+    return JobRecord(r.id, r.queue, _S.RUNNING, r.payload, r.priority, r.seq, r.created_at,
+                     r.ready_at, None, ev.attempt, r.max_attempts, r.timeout, ev.at,
+                     r.finished_at, r.result, r.error, r.superseded_by, ev.epoch, r.interrupted,
+                     r.debounce_key, r.debounce_first_at, r.leading, log)
+
+
+def _due(r: JobRecord, ev: Due, log: tuple[int, ...]) -> JobRecord | None:
+    if r.state is not _S.DELAYED:
+        return None
+    return JobRecord(r.id, r.queue, _S.PENDING, r.payload, r.priority, r.seq, r.created_at,
+                     r.ready_at, None, r.attempts, r.max_attempts, r.timeout, r.started_at,
+                     r.finished_at, r.result, r.error, r.superseded_by, r.epoch, r.interrupted,
+                     r.debounce_key, r.debounce_first_at, r.leading, log)
+
+
+def _succeeded(r: JobRecord, ev: Succeeded, log: tuple[int, ...]) -> JobRecord | None:
+    if r.state is not _S.RUNNING:
+        return None
+    return JobRecord(r.id, r.queue, _S.COMPLETED, r.payload, r.priority, r.seq, r.created_at,
+                     r.ready_at, r.run_at, r.attempts, r.max_attempts, r.timeout, r.started_at,
+                     ev.at, ev.result, r.error, r.superseded_by, r.epoch, r.interrupted,
+                     r.debounce_key, r.debounce_first_at, r.leading, log)
+
+
+def _attempt_failed(r: JobRecord, ev: AttemptFailed, log: tuple[int, ...]) -> JobRecord | None:
+    if r.state is not _S.RUNNING and not r.interrupted:
+        return None
+    if ev.retry_at is not None and ev.retry_at > ev.at:
+        state, run_at, ready_at = _S.DELAYED, ev.retry_at, ev.retry_at
+    else:
+        state, run_at, ready_at = _S.PENDING, None, ev.at
+    return JobRecord(r.id, r.queue, state, r.payload, r.priority, r.seq, r.created_at,
+                     ready_at, run_at, r.attempts, r.max_attempts, r.timeout, r.started_at,
+                     r.finished_at, r.result, ev.error, r.superseded_by, r.epoch, False,
+                     r.debounce_key, r.debounce_first_at, r.leading, log)
+
+
+def _failed(r: JobRecord, ev: Failed, log: tuple[int, ...]) -> JobRecord | None:
+    return JobRecord(r.id, r.queue, _S.FAILED, r.payload, r.priority, r.seq, r.created_at,
+                     r.ready_at, None, r.attempts, r.max_attempts, r.timeout, r.started_at,
+                     ev.at, r.result, ev.error, r.superseded_by, r.epoch, False,
+                     r.debounce_key, r.debounce_first_at, r.leading, log)
+
+
+def _cancelled(r: JobRecord, ev: Cancelled, log: tuple[int, ...]) -> JobRecord | None:
+    return JobRecord(r.id, r.queue, _S.CANCELLED, r.payload, r.priority, r.seq, r.created_at,
+                     r.ready_at, None, r.attempts, r.max_attempts, r.timeout, r.started_at,
+                     ev.at, r.result, r.error, ev.superseded_by, r.epoch, False,
+                     r.debounce_key, r.debounce_first_at, r.leading, log)
+
+
+def _requeued(r: JobRecord, ev: Requeued, log: tuple[int, ...]) -> JobRecord | None:
+    if r.state is not _S.RUNNING:
+        return None
+    return JobRecord(r.id, r.queue, _S.PENDING, r.payload, r.priority, r.seq, r.created_at,
+                     r.ready_at, r.run_at, max(r.attempts - 1, 0), r.max_attempts, r.timeout,
+                     r.started_at, r.finished_at, r.result, r.error, r.superseded_by, r.epoch,
+                     r.interrupted, r.debounce_key, r.debounce_first_at, r.leading, log)
+
+
+def _interrupted(r: JobRecord, ev: Interrupted, log: tuple[int, ...]) -> JobRecord | None:
+    if r.state is not _S.RUNNING:
+        return None
+    return JobRecord(r.id, r.queue, _S.PENDING, r.payload, r.priority, r.seq, r.created_at,
+                     r.ready_at, r.run_at, r.attempts, r.max_attempts, r.timeout, r.started_at,
+                     r.finished_at, r.result, ev.error, r.superseded_by, r.epoch, True,
+                     r.debounce_key, r.debounce_first_at, r.leading, log)
+
+
+# The folds above call JobRecord positionally: a field added, removed or moved must be handled
+# there (and in _codec's record layout) before this module imports again.
+_FOLDED_FIELDS = (
+    "id", "queue", "state", "payload", "priority", "seq", "created_at", "ready_at", "run_at",
+    "attempts", "max_attempts", "timeout", "started_at", "finished_at", "result", "error",
+    "superseded_by", "epoch", "interrupted", "debounce_key", "debounce_first_at", "leading", "log",
+)
+if tuple(f.name for f in attrs.fields(JobRecord)) != _FOLDED_FIELDS:  # pragma: no cover
+    raise RuntimeError("JobRecord's fields changed: update apply_event's folds")
+
+_FOLDS: dict[type, Callable[[JobRecord, Any, tuple[int, ...]], JobRecord | None]] = {
+    Started: _started,
+    Due: _due,
+    Succeeded: _succeeded,
+    AttemptFailed: _attempt_failed,
+    Failed: _failed,
+    Cancelled: _cancelled,
+    Requeued: _requeued,
+    Interrupted: _interrupted,
+}
 
 
 def format_error(exc: BaseException) -> str:
