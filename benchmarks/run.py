@@ -819,6 +819,9 @@ def main() -> int:
             srv.stop()
 
     md, txt = build_report(mode, sizes, systems, w1, w2, w34, server_versions, started)
+    analysis = BENCH_DIR / "ANALYSIS.md"  # hand-written: why each missed target is missed
+    if analysis.exists():
+        md = md.rstrip("\n") + "\n\n" + analysis.read_text()
     Path(args.out).write_text(md)
     print()
     print(txt)
