@@ -140,7 +140,6 @@ class OutcomeMsg:
     result: Any
     error: BaseException | None
     payload: Any
-    thread_alive: trio.Event | None
     reply: Reply
 
 
@@ -335,6 +334,8 @@ class QueueActor:
             await self.call(StopMsg)
         except RuntimeError:
             pass  # the queue had stopped already (escalated, or never started)
+        for returned in list(self._threads.values()):
+            await returned.wait()  # abandoned handler threads (within the runtime's grace)
 
     def _stopped(self) -> None:
         """The queue stopped for good: no request may wait for an answer that never comes."""
@@ -402,6 +403,10 @@ class QueueActor:
         self._dispatch_send, self._dispatch_recv = trio.open_memory_channel[JobRecord](math.inf)
         self.debouncer = Debouncer(self.spec.debounce) if self.spec.debounce else None
         rnd = _Round(finished=True)  # apply retention once at spawn
+        assert self._nursery is not None
+        for job_id, returned in self._threads.items():  # threads abandoned before a restart
+            if not returned.is_set():
+                self._nursery.start_soon(self._watch_thread, job_id, returned)
         self._load(rnd, trio.current_time())
         await self._finish_round(rnd)
         task_status.started()
@@ -484,7 +489,9 @@ class QueueActor:
             self.debouncer.expire(now)  # bookkeeping: forget bursts that have closed
         if rnd.events:
             retention = {self.name: self.spec.retention} if rnd.finished else None
-            records = await self.runtime.writer.commit(rnd.events, retention)
+            # Shielded: once submitted, a commit happens; its callers must hear how it went.
+            with trio.CancelScope(shield=True):
+                records = await self.runtime.writer.commit(rnd.events, retention)
             for index, callback in rnd.on_record:
                 callback(records[index])
         elif rnd.finished:
@@ -518,6 +525,10 @@ class QueueActor:
             self._cancel(msg, rnd, wall)
         elif isinstance(msg, CrashMsg):
             if self._is_running(msg.generation, msg.job_id, msg.attempt):
+                cancels = self._cancel_requested.pop(msg.job_id, [])
+                if cancels:  # a cancel was asked for: it ends cancelled, not retried
+                    self._end_cancelled(rnd, msg.job_id, wall, cancels)
+                    return
                 exc = JobInterrupted(f"the worker running attempt {msg.attempt} crashed: "
                                      f"{type(msg.error).__name__}: {msg.error}")
                 self._attempt_ended(rnd, msg.job_id, msg.payload, exc, now, wall,
@@ -525,6 +536,7 @@ class QueueActor:
         elif isinstance(msg, RequeueMsg):
             if self._is_running(msg.generation, msg.job_id, msg.attempt):
                 self.core.requeue(msg.job_id)
+                self._block_if_thread_alive(msg.job_id)
                 rnd.add(Requeued(msg.job_id, wall))
         elif isinstance(msg, ThreadReturnedMsg):
             self._threads.pop(msg.job_id, None)
@@ -622,31 +634,39 @@ class QueueActor:
             for reply in cancels:  # it finished before the cancel could stop it
                 rnd.after.append(partial(reply.set, False))
         elif msg.kind == "cancelled" or cancels:
-            self.core.forget(msg.job_id)
-            rnd.finished = True
-
-            def cancelled(rec: JobRecord | None) -> None:
-                msg.reply.set(rec and ("cancelled", rec))
-                for reply in cancels:
-                    reply.set(rec is not None)
-
-            rnd.add(Cancelled(msg.job_id, wall), cancelled)
+            self._end_cancelled(rnd, msg.job_id, wall, cancels,
+                                then=lambda rec: msg.reply.set(rec and ("cancelled", rec)))
         else:
             assert msg.error is not None
             self._attempt_ended(rnd, msg.job_id, msg.payload, msg.error, now, wall,
-                                then=lambda kind, rec: msg.reply.set(rec and (kind, rec)),
-                                thread_alive=msg.thread_alive)
+                                then=lambda kind, rec: msg.reply.set(rec and (kind, rec)))
+
+    def _end_cancelled(self, rnd: _Round, job_id: str, wall: float, cancels: list[Reply],
+                       then: Callable[[JobRecord | None], None] | None = None) -> None:
+        """A running job whose cancel was asked for ends cancelled; its cancels are answered."""
+        self.core.forget(job_id)
+        rnd.finished = True
+
+        def cancelled(rec: JobRecord | None) -> None:
+            if then is not None:
+                then(rec)
+            for reply in cancels:
+                reply.set(rec is not None)
+
+        rnd.add(Cancelled(job_id, wall), cancelled)
 
     def _attempt_ended(self, rnd: _Round, job_id: str, payload: Any, exc: BaseException,
-                       now: float, wall: float, *, then: Callable[[str, JobRecord | None], None],
-                       thread_alive: trio.Event | None = None) -> None:
+                       now: float, wall: float, *, then: Callable[[str, JobRecord | None], None]
+                       ) -> None:
         decision = self.core.attempt_failed(job_id, now, discard=isinstance(exc, Discard))
-        if isinstance(decision, RetryAt) and thread_alive is not None:
-            self.core.block(job_id)
-            self._threads[job_id] = thread_alive
-            assert self._nursery is not None
-            self._nursery.start_soon(self._watch_thread, job_id, thread_alive)
+        if isinstance(decision, RetryAt):
+            self._block_if_thread_alive(job_id)
         self._decided(rnd, job_id, payload, exc, decision, now, wall, then=then)
+
+    def _block_if_thread_alive(self, job_id: str) -> None:
+        returned = self._threads.get(job_id)
+        if returned is not None and not returned.is_set():
+            self.core.block(job_id)
 
     def _decided(self, rnd: _Round, job_id: str, payload: Any, exc: BaseException,
                  decision: RetryAt | GiveUp, now: float, wall: float,
@@ -814,7 +834,10 @@ class QueueActor:
                 with scope:
                     try:
                         if spec.is_sync:
-                            thread_returned = trio.Event()
+                            # Tracked by the queue (not this worker): a thread abandoned on a
+                            # timeout, a cancel or a restart blocks the job's next attempt
+                            # until it returns, whichever incarnation runs it.
+                            thread_returned = self._threads[rec.id] = trio.Event()
                             value = await trio.to_thread.run_sync(
                                 _call_in_thread, spec.handler, job,
                                 trio.lowlevel.current_trio_token(), thread_returned.set,
@@ -832,12 +855,15 @@ class QueueActor:
                 else:
                     kind, error = "error", JobTimeout(
                         f"attempt {rec.attempts} timed out after {timeout}s")
-        alive = None
-        if thread_returned is not None and not thread_returned.is_set():
-            alive = thread_returned
+        if thread_returned is not None:
+            if thread_returned.is_set():
+                self._threads.pop(rec.id, None)
+            else:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._watch_thread, rec.id, thread_returned)
         reply = Reply()
         self.send(OutcomeMsg(generation, rec.id, rec.attempts, kind, result, error, rec.payload,
-                             alive, reply))
+                             reply))
         try:
             # Shielded: a handler that returned has its outcome journaled even while the
             # runtime is closing (the actor answers every request, or fails it as it stops).

@@ -235,3 +235,64 @@ def test_fault_injection_arguments_are_checked(journal_path):
                 actorq.testing.crash_next_job(rt)
 
     run(main)
+
+
+def test_a_restart_never_runs_a_job_twice_while_its_thread_still_runs(journal_path):
+    import threading
+
+    lock = threading.Lock()
+    running = peak = 0
+    calls = []
+    release = threading.Event()
+
+    def handler(job):
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            calls.append(job.attempt)
+        release.wait(5)
+        with lock:
+            running -= 1
+        return "ok"
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+            # no virtual time passes while the threads work (else timeouts would jump ahead)
+            trio.lowlevel.current_clock().autojump_threshold = float("inf")
+            q = await actorq.spawn_queue("q", handler, retry=actorq.Retry(3))
+            job_id = await q.enqueue("x")
+            while not calls:
+                await trio.to_thread.run_sync(release.wait, 0.01)
+            actorq.testing.fail_next_commits(rt, 1)
+            with pytest.raises(actorq.JournalError):
+                await q.enqueue("y")  # the queue actor crashes and restarts; x is requeued
+            await trio.to_thread.run_sync(release.wait, 0.3)
+            assert calls == [1]  # not started again while its first thread still runs
+            release.set()
+            assert await q.wait(job_id) == "ok"
+
+    run(main)
+    assert peak == 1
+
+
+def test_cancel_of_a_job_whose_worker_crashes_is_answered(journal_path):
+    async def on_start(job):
+        await trio.sleep(1)
+        raise RuntimeError("hook bug")
+
+    async def handler(job):
+        await trio.sleep(10)
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler, retry=actorq.Retry(3, backoff=0),
+                                         hooks=actorq.Hooks(on_start=on_start))
+            job_id = await q.enqueue("x")
+            await trio.sleep(0.5)
+            with trio.fail_after(100):
+                assert await q.cancel(job_id) is True
+            info = await q.status(job_id)
+            assert info.state is JobState.CANCELLED and info.attempts == 1
+
+    run(main)
