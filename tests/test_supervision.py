@@ -296,3 +296,39 @@ def test_cancel_of_a_job_whose_worker_crashes_is_answered(journal_path):
             assert info.state is JobState.CANCELLED and info.attempts == 1
 
     run(main)
+
+
+def test_an_enqueue_journaled_while_its_actor_crashes_is_acknowledged(journal_path):
+    """fsync: a sibling crashes the queue while the actor awaits its group commit; the commit
+    still happens, so its callers must be told it did (not that it failed)."""
+
+    def on_cancel(job):
+        raise RuntimeError("hook bug")  # crashes the queue right after a's cancel commits
+
+    async def main():
+        async with actorq.open_runtime(journal_path) as rt:  # fsync, real clock
+            q = await actorq.spawn_queue("q", lambda job: job.payload,
+                                         hooks=actorq.Hooks(on_cancel=on_cancel),
+                                         restart=actorq.Restart(max_restarts=100))
+            await q.pause()
+            a = await q.enqueue("a")
+            outcome = []
+
+            async def enqueue_b():
+                try:
+                    outcome.append(await q.enqueue("b"))
+                except Exception as exc:  # noqa: BLE001 - what the test looks at
+                    outcome.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(q.cancel, a)
+                await trio.sleep(0)
+                nursery.start_soon(enqueue_b)
+            (b,) = outcome
+            assert isinstance(b, str), b
+            await q.resume()
+            with trio.fail_after(10):
+                assert await q.wait(b) == "b"
+            assert q.statistics().restarts.get("queue actor", 0) >= 1
+
+    trio.run(main)
