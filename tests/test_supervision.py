@@ -306,7 +306,7 @@ def test_an_enqueue_journaled_while_its_actor_crashes_is_acknowledged(journal_pa
         raise RuntimeError("hook bug")  # crashes the queue right after a's cancel commits
 
     async def main():
-        async with actorq.open_runtime(journal_path) as rt:  # fsync, real clock
+        async with actorq.open_runtime(journal_path):  # fsync, real clock
             q = await actorq.spawn_queue("q", lambda job: job.payload,
                                          hooks=actorq.Hooks(on_cancel=on_cancel),
                                          restart=actorq.Restart(max_restarts=100))
