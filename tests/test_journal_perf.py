@@ -29,6 +29,7 @@ from actorq._model import (
     Succeeded,
     apply_event,
 )
+from properties.test_journal import reference_apply as reference_apply_event
 
 S = JobState
 
@@ -41,54 +42,6 @@ def record(job_id: str, queue: str = "q", *, state: JobState = S.PENDING, payloa
 
 # ---------------------------------------------------------------------------------------------
 # apply_event: the same fold as the attrs.evolve version it replaced
-
-
-def reference_apply_event(rec, ev, seq):
-    """``apply_event`` as it was written with ``attrs.evolve`` (the specification)."""
-    if isinstance(ev, Enqueued):
-        if rec is not None:
-            return None
-        return attrs.evolve(ev.record, seq=seq, log=(seq,))
-    if rec is None or rec.state.terminal:
-        return None
-    log = rec.log + (seq,)
-    state = rec.state
-    if isinstance(ev, Started):
-        if state not in (S.PENDING, S.DELAYED) or rec.interrupted:
-            return None
-        return attrs.evolve(rec, state=S.RUNNING, attempts=ev.attempt, started_at=ev.at,
-                            epoch=ev.epoch, run_at=None, log=log)
-    if isinstance(ev, Due):
-        if state is not S.DELAYED:
-            return None
-        return attrs.evolve(rec, state=S.PENDING, run_at=None, log=log)
-    if isinstance(ev, Succeeded):
-        if state is not S.RUNNING:
-            return None
-        return attrs.evolve(rec, state=S.COMPLETED, result=ev.result, finished_at=ev.at, log=log)
-    if isinstance(ev, AttemptFailed):
-        if state is not S.RUNNING and not rec.interrupted:
-            return None
-        if ev.retry_at is not None and ev.retry_at > ev.at:
-            return attrs.evolve(rec, state=S.DELAYED, error=ev.error, run_at=ev.retry_at,
-                                ready_at=ev.retry_at, interrupted=False, log=log)
-        return attrs.evolve(rec, state=S.PENDING, error=ev.error, run_at=None, ready_at=ev.at,
-                            interrupted=False, log=log)
-    if isinstance(ev, Failed):
-        return attrs.evolve(rec, state=S.FAILED, error=ev.error, finished_at=ev.at, run_at=None,
-                            interrupted=False, log=log)
-    if isinstance(ev, Cancelled):
-        return attrs.evolve(rec, state=S.CANCELLED, finished_at=ev.at, run_at=None,
-                            superseded_by=ev.superseded_by, interrupted=False, log=log)
-    if isinstance(ev, Requeued):
-        if state is not S.RUNNING:
-            return None
-        return attrs.evolve(rec, state=S.PENDING, attempts=max(rec.attempts - 1, 0), log=log)
-    if isinstance(ev, Interrupted):
-        if state is not S.RUNNING:
-            return None
-        return attrs.evolve(rec, state=S.PENDING, error=ev.error, interrupted=True, log=log)
-    raise TypeError(ev)
 
 
 _times = st.floats(0, 2e9, allow_nan=False)
