@@ -250,8 +250,9 @@ class _WorkerSlot:
 
 
 def core_job(rec: JobRecord | LiveEntry, offset: float | None = None) -> CoreJob:
-    """The core's view of a journaled live job (times converted to trio's clock; ``offset`` is
-    :func:`wall_offset`, read once for many jobs)."""
+    """The core's view of a journaled live job: its due time converted to trio's clock
+    (``offset`` is :func:`wall_offset`, read once for many jobs); ``ready_at`` stays in wall
+    time, the domain the journal's ready index ranks jobs by."""
     if offset is None:
         offset = wall_offset()
     due = rec.run_at - offset if rec.state is JobState.DELAYED and rec.run_at else None
@@ -259,7 +260,7 @@ def core_job(rec: JobRecord | LiveEntry, offset: float | None = None) -> CoreJob
         id=rec.id,
         priority=rec.priority,
         seq=rec.seq,
-        ready_at=rec.ready_at - offset,
+        ready_at=rec.ready_at,
         attempts=rec.attempts,
         max_attempts=rec.max_attempts,
         timeout=rec.timeout,
@@ -270,6 +271,14 @@ def core_job(rec: JobRecord | LiveEntry, offset: float | None = None) -> CoreJob
 
 class QueueActor:
     """One queue: its supervisor loop, its actor loop, and its workers."""
+
+    #: At most about this many ready jobs of a queue are held in memory (at least four per
+    #: worker); the rest wait in the journal's ready index, in start order, and are read in as
+    #: the window drains (see :mod:`actorq._core`). A debounced queue holds all its jobs.
+    ready_window = 10_000
+    #: Ready jobs read from the index in one go: at open (so the first job starts within
+    #: milliseconds whatever the backlog), and per refill between rounds.
+    refill_chunk = 1_000
 
     def __init__(self, runtime: Runtime, spec: QueueSpec, rng: random.Random) -> None:
         self.runtime = runtime
@@ -283,7 +292,7 @@ class QueueActor:
         # crash must not hand out a fresh burst).
         self.bucket = (TokenBucket.from_config(spec.throttle, trio.current_time())
                        if spec.throttle is not None else None)
-        self.core = QueueCore(spec.concurrency, spec.retry, self.rng, bucket=self.bucket)
+        self.core = self._new_core()
         self.limiter = trio.CapacityLimiter(spec.concurrency * 2)
         self._scopes: dict[str, trio.CancelScope] = {}
         self._cancel_requested: dict[str, list[Reply]] = {}
@@ -299,6 +308,12 @@ class QueueActor:
         self._dispatch_send: Any = None
         self._dispatch_recv: Any = None
         self.started = False
+
+    def _new_core(self) -> QueueCore:
+        spec = self.spec
+        window = None if spec.debounce else max(self.ready_window, 4 * spec.concurrency)
+        return QueueCore(spec.concurrency, spec.retry, self.rng, paused=self.paused,
+                         bucket=self.bucket, window=window)
 
     def statistics(self) -> QueueStatistics:
         counts = self.core.counts()
@@ -396,8 +411,7 @@ class QueueActor:
 
     async def _actor(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                      ) -> None:
-        self.core = QueueCore(self.spec.concurrency, self.spec.retry, self.rng,
-                              paused=self.paused, bucket=self.bucket)
+        self.core = self._new_core()
         self.generation += 1
         self._scopes.clear()
         self._dispatch_send, self._dispatch_recv = trio.open_memory_channel[JobRecord](math.inf)
@@ -436,14 +450,28 @@ class QueueActor:
                 return
 
     def _load(self, rnd: _Round, now: float) -> None:
-        """Rebuild the core from the journal: every live job of this queue."""
+        """Rebuild the core from the journal: its delayed and running jobs, the interrupted
+        ones, and the first chunk of its ready jobs in start order (every ready job where the
+        queue has no window); the rest of the ready jobs are counted and read in later."""
         wall = to_wall(now)
         offset = wall - now
         journal = self.runtime.journal
-        for rec in journal.live_entries(self.name):  # scheduling fields only: no payloads
+        entries: list[LiveEntry]
+        if self.core.window is None:
+            entries = journal.live_entries(self.name)  # scheduling fields only: no payloads
+        else:
+            interrupted = journal.interrupted_entries(self.name)
+            pending = journal.counts(self.name)[JobState.PENDING]
+            first = journal.ready_entries(self.name, None, self.refill_chunk)
+            self.core.spill_all(pending - len(interrupted))
+            self.core.refilled([core_job(e, offset) for e in first],
+                               exhausted=len(first) < self.refill_chunk)
+            entries = interrupted + journal.live_entries(
+                self.name, (JobState.DELAYED, JobState.RUNNING))
+        for rec in entries:
             job = core_job(rec, offset)
             if rec.interrupted:
-                decision = self.core.add_interrupted(job, now)
+                decision = self.core.add_interrupted(job, now, wall=wall)
                 full = journal.get(rec.id)
                 if decision is not None and full is not None:
                     exc = JobInterrupted(full.error.partition(": ")[2] if full.error else
@@ -498,10 +526,28 @@ class QueueActor:
             await self.runtime.writer.commit([], {self.name: self.spec.retention})
         for callback in rnd.after:
             callback()
+        self._rebalance()
         if self._joiners and self.core.idle:
             for reply in self._joiners:
                 reply.set(None)
             self._joiners.clear()
+
+    def _rebalance(self) -> None:
+        """Between rounds (everything decided so far is journaled): keep the ready window
+        between half full and twice full, reading the next jobs from the journal's index."""
+        core = self.core
+        core.shed()
+        want = min(core.refill_wanted(), self.refill_chunk)
+        if not want:
+            return
+        entries = self.runtime.journal.ready_entries(self.name, core.horizon, want)
+        offset = wall_offset()
+        jobs = [core_job(e, offset) for e in entries]
+        core.refilled(jobs, exhausted=len(entries) < want)
+        for job in jobs:
+            self._block_if_thread_alive(job.id)
+        if jobs:
+            self.send(_KICK)  # they may start now
 
     def _on_started(self, job_id: str, rec: JobRecord | None) -> None:
         if rec is None:  # refused: another writer ended the job meanwhile
@@ -597,7 +643,7 @@ class QueueActor:
         first_at = wall + (decision.first_at - now)
         if decision.due_at > now:
             due = wall + (decision.due_at - now)
-            job.due = job.ready_at = decision.due_at
+            job.due, job.ready_at = decision.due_at, due
             record = attrs.evolve(record, state=JobState.DELAYED, run_at=due, ready_at=due,
                                   debounce_first_at=first_at, leading=decision.leading)
         else:
@@ -618,8 +664,14 @@ class QueueActor:
         rnd.add(Cancelled(old_id, wall, superseded_by=new_id), cancelled)
 
     def _on_enqueued(self, job_id: str, rec: JobRecord | None) -> None:
+        job = self.core.jobs.get(job_id)
         if rec is None:  # another queue journaled this id first: it is held, ours is dropped
-            self.core.forget(job_id)
+            if job is None:
+                self.core.forget_spilled()
+            else:
+                self.core.forget(job_id)
+        else:
+            self.core.journaled(job_id, rec.seq)  # its place in enqueue order, known now
 
     def _outcome(self, msg: OutcomeMsg, rnd: _Round, now: float, wall: float) -> None:
         if not self._is_running(msg.generation, msg.job_id, msg.attempt):
@@ -658,7 +710,8 @@ class QueueActor:
     def _attempt_ended(self, rnd: _Round, job_id: str, payload: Any, exc: BaseException,
                        now: float, wall: float, *, then: Callable[[str, JobRecord | None], None]
                        ) -> None:
-        decision = self.core.attempt_failed(job_id, now, discard=isinstance(exc, Discard))
+        decision = self.core.attempt_failed(job_id, now, discard=isinstance(exc, Discard),
+                                            wall=wall)
         if isinstance(decision, RetryAt):
             self._block_if_thread_alive(job_id)
         self._decided(rnd, job_id, payload, exc, decision, now, wall, then=then)
@@ -699,6 +752,7 @@ class QueueActor:
             if scope is not None:
                 scope.cancel()
             return
+        spilled = False
         if where is None:
             rec = self.runtime.journal.get(msg.job_id)
             if rec is None:
@@ -707,9 +761,13 @@ class QueueActor:
             if rec.state.terminal:
                 rnd.after.append(partial(msg.reply.set, False))
                 return
+            # a pending job of ours not in memory waits in the ready index (beyond the window)
+            spilled = rec.state is JobState.PENDING and rec.queue == self.name
         rnd.finished = True
 
         def cancelled(rec: JobRecord | None) -> None:
+            if spilled and rec is not None:
+                self.core.forget_spilled()
             msg.reply.set(rec is not None)
             if rec is not None:
                 self._spawn_hook(self.spec.hooks.on_cancel, rec)

@@ -29,7 +29,7 @@ from ._actor import (
 )
 from ._clock import from_wall, to_wall, wall_now
 from ._codec import check_structures, normalize
-from ._core import CoreJob
+from ._core import UNASSIGNED_SEQ, CoreJob
 from ._debounce import resolve_key
 from ._errors import JobCancelled, JobFailed, UnknownJob
 from ._journal import Journal
@@ -335,7 +335,7 @@ class Queue:
             ready_at=wall + (ready_at - now), run_at=wall + (due - now) if delayed else None,
             max_attempts=max_attempts, timeout=timeout, debounce_key=key,
         )
-        core = CoreJob(id=job_id, priority=prio, seq=0, ready_at=ready_at,
+        core = CoreJob(id=job_id, priority=prio, seq=UNASSIGNED_SEQ, ready_at=record.ready_at,
                        max_attempts=max_attempts, timeout=timeout,
                        due=due if delayed else None, key=key)
         return NewJob(record, core, given)

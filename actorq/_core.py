@@ -6,10 +6,25 @@ messages and journals what it decides; Hypothesis drives it directly in ``proper
 
 Two heaps (see DESIGN.md): delayed jobs by due time, ready jobs by ``(priority, ready_at, seq)``,
 so a high-priority job that is not due yet never blocks a lower-priority one that is.
+
+Two time domains meet here: ``now`` and ``due`` are in the clock the core is driven by (trio's, in
+the runtime), while ``ready_at`` is the time a job is ranked by among ready jobs, in the domain the
+journal stores (wall-clock seconds in the runtime). The core never compares the two: it only moves
+``ready_at`` by a retry's delay (``attempt_failed(wall=)``). Driven alone (tests), both are ``now``.
+
+**The ready window.** A queue with a ``window`` holds at most about that many ready jobs in memory;
+the rest stay in the journal's ready index, in the same ``(priority, ready_at, seq)`` order, and
+are counted in ``spilled``. ``horizon`` is the rank of the last ready job taken in from the index:
+every ready job in memory ranks before it, every spilled one after it, so the best job in memory is
+the best job of the queue. A job that becomes ready ranked after the horizon is spilled (it is in
+the index once the round that made it ready commits); the shell refills the window from the index
+after a commit (:meth:`QueueCore.refill_wanted`, :meth:`QueueCore.refilled`) and lets it shed
+jobs when it grows too large (:meth:`QueueCore.shed`). Without a window, every job is in memory.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Literal
 
@@ -20,7 +35,13 @@ from ._heap import KeyedHeap
 from ._model import Retry
 from ._throttle import TokenBucket
 
-Where = Literal["delayed", "ready", "running"]
+Where = Literal["delayed", "ready", "running", "spilled"]
+
+#: The ``seq`` of a job not journaled yet: it ranks after every journaled job (the journal gives
+#: it the next sequence number when the round commits).
+UNASSIGNED_SEQ = 1 << 64
+
+Rank = tuple[int, float, int]
 
 
 @attrs.define(eq=False)
@@ -29,14 +50,23 @@ class CoreJob:
 
     id: str
     priority: int
-    seq: int
-    ready_at: float
+    seq: int  # enqueue order (UNASSIGNED_SEQ until journaled)
+    ready_at: float  # ranking time: when it became, or (delayed) will become, ready
     attempts: int = 0
     max_attempts: int | None = None
     timeout: float | None = None
     where: Where = "ready"
     due: float | None = None
     key: str | None = None  # debounce key
+
+    @property
+    def rank(self) -> Rank:
+        """The order among ready jobs: lower starts first."""
+        return (self.priority, self.ready_at, self.seq)
+
+
+def _rank(job: CoreJob) -> Rank:
+    return job.rank
 
 
 @attrs.frozen
@@ -74,23 +104,27 @@ class QueueCore:
     _ready: KeyedHeap = attrs.field(factory=KeyedHeap)
     _delayed: KeyedHeap = attrs.field(factory=KeyedHeap)
     _parked: dict[str, CoreJob] = attrs.field(factory=dict)  # ready but blocked
+    window: int | None = None  # at most about this many ready jobs in memory (None: all)
+    horizon: Rank | None = None  # every spilled ready job ranks after this (None: none spilled)
+    spilled: int = 0  # ready jobs left in the journal's index, not in memory
 
     # ---- adding and removing
 
     def add(self, job: CoreJob, now: float) -> Where | None:
-        """Take a live job in: delayed while its due time is ahead, else ready (a job whose
-        due time has passed is ready from its due time). Where it went; None (and no change)
-        where its id is known already."""
+        """Take a live job in: delayed while its due time is ahead, else ready (a delayed job's
+        ``ready_at`` is its due time, in the ranking domain). Where it went ("ready" also for a
+        job spilled past the horizon); None (and no change) where its id is known already."""
         if job.id in self.jobs:
             return None
         self.jobs[job.id] = job
         if job.due is not None and job.due > now:
             self._delay(job, job.due)
         else:
-            self._make_ready(job, job.ready_at if job.due is None else job.due)
-        return job.where
+            self._make_ready(job)
+        return "ready" if job.where == "spilled" else job.where
 
-    def add_interrupted(self, job: CoreJob, now: float) -> Decision | None:
+    def add_interrupted(self, job: CoreJob, now: float, *, wall: float | None = None
+                        ) -> Decision | None:
         """Take in a job whose last attempt was cut short by a crash, and decide on it as on
         any failed attempt; None where its id is known already."""
         if job.id in self.jobs:
@@ -98,7 +132,19 @@ class QueueCore:
         job.where = "running"
         self.jobs[job.id] = job
         self.running.add(job.id)
-        return self.attempt_failed(job.id, now)
+        return self.attempt_failed(job.id, now, wall=wall)
+
+    def journaled(self, job_id: str, seq: int) -> None:
+        """A new job got its sequence number (its place in enqueue order) from the journal."""
+        job = self.jobs.get(job_id)
+        if job is None or job.seq == seq:
+            return
+        job.seq = seq
+        if job_id in self._ready:
+            self._ready.push(job_id, job.rank)
+        elif job_id in self._delayed:
+            assert job.due is not None
+            self._delayed.push(job_id, (job.due, seq))
 
     def forget(self, job_id: str) -> CoreJob | None:
         """Drop a job wherever it is (it finished, or another writer ended it)."""
@@ -118,10 +164,8 @@ class QueueCore:
         """Move every delayed job due at ``now`` to the ready heap; their ids, in due order."""
         promoted = []
         while (top := self._delayed.peek()) is not None and top[0][0] <= now:
-            (due, _seq), job_id = self._delayed.pop()
-            job = self.jobs[job_id]
-            job.due = None
-            self._make_ready(job, due)
+            _key, job_id = self._delayed.pop()
+            self._make_ready(self.jobs[job_id])
             promoted.append(job_id)
         return promoted
 
@@ -167,8 +211,10 @@ class QueueCore:
     def succeeded(self, job_id: str) -> None:
         self.forget(job_id)
 
-    def attempt_failed(self, job_id: str, now: float, *, discard: bool = False) -> Decision:
-        """A running attempt failed: retry it after its backoff, or give up."""
+    def attempt_failed(self, job_id: str, now: float, *, discard: bool = False,
+                       wall: float | None = None) -> Decision:
+        """A running attempt failed: retry it after its backoff, or give up. ``wall`` is
+        ``now`` in the ranking domain (default: ``now``); the retry ranks from ``wall + delay``."""
         job = self.jobs[job_id]
         self.running.discard(job_id)
         limit = job.max_attempts or (self.retry.max_attempts if self.retry else 1)
@@ -177,10 +223,12 @@ class QueueCore:
             return GiveUp(job.attempts)
         delay = backoff_delay(self.retry.backoff, job.attempts, self.rng) if self.retry else 0.0
         at = now + delay
+        job.ready_at = (now if wall is None else wall) + delay if delay > 0 else (
+            now if wall is None else wall)
         if delay > 0:
             self._delay(job, at)
         else:
-            self._make_ready(job, at)
+            self._make_ready(job)
         return RetryAt(at, delay)
 
     def requeue(self, job_id: str) -> None:
@@ -188,7 +236,7 @@ class QueueCore:
         job = self.jobs[job_id]
         self.running.discard(job_id)
         job.attempts = max(job.attempts - 1, 0)
-        self._make_ready(job, job.ready_at)
+        self._make_ready(job)
 
     def cancel(self, job_id: str) -> Where | None:
         """Cancel a live job: a waiting one leaves at once; a running one is only reported."""
@@ -210,25 +258,93 @@ class QueueCore:
         self.blocked.discard(job_id)
         job = self._parked.pop(job_id, None)
         if job is not None:
-            self._make_ready(job, job.ready_at)
+            self._make_ready(job)
 
     # ---- views
 
     @property
     def idle(self) -> bool:
         """No pending, delayed or running job."""
-        return not self.jobs
+        return not self.jobs and not self.spilled
 
     def counts(self) -> dict[Where, int]:
         waiting = {"delayed": len(self._delayed), "running": len(self.running)}
-        waiting["ready"] = len(self.jobs) - waiting["delayed"] - waiting["running"]
+        waiting["ready"] = (len(self.jobs) - waiting["delayed"] - waiting["running"]
+                            + self.spilled)
         return waiting  # type: ignore[return-value]
+
+    # ---- the ready window
+
+    def spill_all(self, spilled: int) -> None:
+        """Start with ``spilled`` ready jobs in the journal's index and none in memory (a queue
+        that loads its backlog a window at a time); :meth:`refilled` takes them in."""
+        assert self.window is not None, "spill_all() needs a window"
+        self.horizon = (-(1 << 63) - 1, -math.inf, -1)  # before every rank
+        self.spilled = spilled
+
+    def refill_wanted(self) -> int:
+        """How many ready jobs to read from the index, after the horizon (0: none). Asked
+        once a round has committed, so the index holds every spilled job."""
+        if self.horizon is None or self.window is None:
+            return 0
+        held = len(self._ready)
+        if self.blocked:  # a blocked job waiting in the heap cannot start: it does not count
+            held -= sum(1 for job_id in self.blocked if job_id in self._ready)
+        return self.window - held if held <= self.window // 2 else 0
+
+    def refilled(self, jobs: list[CoreJob], exhausted: bool) -> None:
+        """Take in the next ready jobs from the index, in rank order (``exhausted``: the index
+        holds none after them, so every ready job is now in memory)."""
+        if exhausted:
+            self.horizon = None
+        elif jobs:
+            self.horizon = jobs[-1].rank
+        taken = 0
+        for job in jobs:
+            if job.id not in self.jobs:
+                self.jobs[job.id] = job
+                job.where = "ready"
+                self._ready.push(job.id, job.rank)
+                taken += 1
+        self.spilled = 0 if exhausted else max(self.spilled - taken, 0)
+
+    def forget_spilled(self) -> None:
+        """A spilled job left the queue without being taken in (cancelled, or refused)."""
+        self.spilled = max(self.spilled - 1, 0)
+
+    def shed(self) -> int:
+        """Where more than twice the window of ready jobs is in memory, keep the best
+        ``window`` and spill the rest (asked once a round has committed: they are all in the
+        index). How many were spilled. Blocked jobs stay, parked, until they are unblocked."""
+        if self.window is None or len(self._ready) <= 2 * self.window:
+            return 0
+        ready = sorted((self.jobs[job_id] for job_id in self._ready.ids()), key=_rank)
+        kept = dropped = 0
+        for job in ready:
+            if job.id in self.blocked:
+                self._ready.remove(job.id)
+                self._parked[job.id] = job
+            elif kept < self.window:
+                kept += 1
+                self.horizon = job.rank
+            else:
+                self._ready.remove(job.id)
+                del self.jobs[job.id]
+                job.where = "spilled"
+                dropped += 1
+        self.spilled += dropped
+        return dropped
 
     def check_valid(self) -> None:
         """Assert the core's invariants (for tests)."""
         self._ready.check_valid()
         self._delayed.check_valid()
         assert len(self.running) <= self.concurrency, "more jobs running than slots"
+        if self.horizon is not None:
+            for job_id in self._ready.ids():
+                assert self.jobs[job_id].rank <= self.horizon, f"{job_id} ranks after horizon"
+        else:
+            assert self.spilled == 0, "jobs spilled without a horizon"
         for job_id, job in self.jobs.items():
             places = [job_id in self._ready, job_id in self._delayed, job_id in self.running,
                       job_id in self._parked]
@@ -245,11 +361,18 @@ class QueueCore:
         job.due = due
         self._delayed.push(job.id, (due, job.seq))
 
-    def _make_ready(self, job: CoreJob, ready_at: float) -> None:
-        job.where = "ready"
+    def _make_ready(self, job: CoreJob) -> None:
         job.due = None
-        job.ready_at = ready_at
         if job.id in self.blocked:
+            job.where = "ready"
             self._parked[job.id] = job
+        elif self.horizon is not None and job.rank > self.horizon:
+            # Ranked after a job still in the index: it waits there (the round that made it
+            # ready journals it as pending) until a refill reaches it.
+            del self.jobs[job.id]
+            self.running.discard(job.id)
+            job.where = "spilled"
+            self.spilled += 1
         else:
-            self._ready.push(job.id, (job.priority, ready_at, job.seq))
+            job.where = "ready"
+            self._ready.push(job.id, job.rank)

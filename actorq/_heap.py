@@ -7,6 +7,7 @@ heap is rebuilt once stale entries outnumber live ones twice over (as trio's ``D
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -25,6 +26,10 @@ class KeyedHeap:
 
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._live
+
+    def ids(self) -> Iterable[str]:
+        """The live ids, in no particular order."""
+        return self._live.keys()
 
     def push(self, job_id: str, key: Any) -> None:
         """Add ``job_id`` under ``key``, replacing any live entry it had."""

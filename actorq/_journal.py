@@ -12,6 +12,11 @@ Tables (LMDB named databases):
 - ``counts``: ``queue + NUL + state code -> >Q`` count, so ``stats`` is O(1).
 - ``done``: ``queue + NUL + >Q finish seq -> >d finished_at + [id, seq, state, log]``: finished
   jobs in the order they finished, for retention, with what removing them takes.
+- ``ready``: the pending jobs of each queue in the order they start: ``queue + NUL + kind +
+  priority + ready_at + seq`` (each packed to sort as its number does; ``kind`` puts interrupted
+  jobs first) -> the same live entry as ``states``. A queue reads its backlog from here a window
+  at a time (``ready_entries``), so opening a journal with a million pending jobs reads a few
+  thousand of them.
 
 Retention deletes a finished job's record, its index entries and its log entries, so the file
 stays bounded under steady load.
@@ -65,7 +70,7 @@ from ._model import (
     apply_event,
 )
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MiB = 1 << 20
 
 _Q = struct.Struct(">Q")
@@ -78,7 +83,10 @@ CODES: dict[JobState, bytes] = {
     JobState.FAILED: b"f",
     JobState.CANCELLED: b"x",
 }
-_DBS = (b"meta", b"log", b"jobs", b"states", b"counts", b"done")
+_DBS = (b"meta", b"log", b"jobs", b"states", b"counts", b"done", b"ready")
+_INTERRUPTED, _WAITING = b"\x00", b"\x01"  # the kinds of ready index entries, in start order
+_BIAS = 1 << 63
+_ALL = (1 << 64) - 1
 _TERMINAL = frozenset(TERMINAL_STATES)
 # Payload and result values that cannot be changed in place: a record holding only these may be
 # shared between the cache and the caller.
@@ -108,6 +116,23 @@ def _index_run(cur: lmdb.Cursor, prefix: bytes, state: JobState) -> Iterator[Liv
 
 def _qkey(queue: str) -> bytes:
     return queue.encode() + b"\x00"
+
+
+def _sortable_float(x: float) -> bytes:
+    """``x`` packed so that its bytes sort as the number does (IEEE 754 order, sign-fixed)."""
+    bits = _Q.unpack(_D.pack(x))[0]
+    return _Q.pack(bits ^ _ALL if bits & _BIAS else bits | _BIAS)
+
+
+def rank_key(qkey: bytes, priority: int, ready_at: float, seq: int,
+             interrupted: bool = False) -> bytes:
+    """A ready index key: its bytes sort as ``(interrupted first, priority, ready_at, seq)``."""
+    return (qkey + (_INTERRUPTED if interrupted else _WAITING) + _Q.pack(priority + _BIAS)
+            + _sortable_float(ready_at) + _Q.pack(seq))
+
+
+def _record_rank_key(rec: JobRecord) -> bytes:
+    return rank_key(_qkey(rec.queue), rec.priority, rec.ready_at, rec.seq, rec.interrupted)
 
 
 _set_field = object.__setattr__
@@ -161,6 +186,7 @@ class Journal:
             raise
         self._states_db = self.dbs["states"]
         self._done_db = self.dbs["done"]
+        self._ready_db = self.dbs["ready"]
         self._next_seq = self._last_seq() + 1
         self._cache: dict[str, _Entry] = {}  # live job id -> its committed record
         self._cache_bytes = 0  # the encoded payloads the cache holds
@@ -233,7 +259,8 @@ class Journal:
             with env.begin(db=self.dbs["meta"]) as txn:
                 raw = txn.get(b"format")
             version = None if raw is None else _Q.unpack(raw)[0]
-            if version != FORMAT_VERSION:
+            migrate = version == 2  # format 3 added the ready index: built from ``states``
+            if version != FORMAT_VERSION and not migrate:
                 found = "no format version" if version is None else f"format version {version}"
                 writer = ("an older actorq wrote it; there is no migration"
                           if version is not None and version < FORMAT_VERSION
@@ -249,6 +276,9 @@ class Journal:
                     meta = self.dbs["meta"]
                     if txn.get(b"format", db=meta) is None:
                         txn.put(b"format", _Q.pack(FORMAT_VERSION), db=meta)
+                    elif _Q.unpack(txn.get(b"format", db=meta))[0] == 2:
+                        self._build_ready_index(txn)
+                        txn.put(b"format", _Q.pack(FORMAT_VERSION), db=meta)
                     raw = txn.get(b"epoch", db=meta)
                     self.epoch = (0 if raw is None else _Q.unpack(raw)[0]) + 1
                     txn.put(b"epoch", _Q.pack(self.epoch), db=meta)
@@ -256,10 +286,29 @@ class Journal:
             except lmdb.MapFullError:
                 self.grow()
 
+    def _build_ready_index(self, txn: lmdb.Transaction) -> None:
+        """Format 2 -> 3: index every pending job by rank (in the transaction that opens)."""
+        ready, prefix = self.dbs["ready"], CODES[JobState.PENDING]
+        cur = txn.cursor(db=self.dbs["states"])
+        if not cur.set_range(prefix):
+            return
+        for key, value in cur:
+            if not key.startswith(prefix):
+                break
+            e = decode_live(value, _Q.unpack_from(key, len(key) - 8)[0], JobState.PENDING)
+            qkey = key[1:-8]
+            txn.put(rank_key(qkey, e.priority, e.ready_at, e.seq, e.interrupted), value, db=ready)
+
     def _last_seq(self) -> int:
         with self.env.begin(db=self.dbs["log"]) as txn:
             cur = txn.cursor()
             return _Q.unpack(cur.key())[0] if cur.last() else 0
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         if not self.closed:
@@ -387,6 +436,13 @@ class Journal:
         qkey = _qkey(new.queue)
         seq = _Q.pack(new.seq)
         live = state not in _TERMINAL
+        pending = JobState.PENDING
+        if old is not None and old.state is pending:
+            old_rank = _record_rank_key(old)
+            if state is not pending or _record_rank_key(new) != old_rank:
+                txn.delete(old_rank, db=self._ready_db)
+        if state is pending:
+            txn.put(_record_rank_key(new), encode_live(new), db=self._ready_db)
         if old is not None:
             if old.state is state:
                 if live:  # same key; its scheduling fields may have changed
@@ -494,15 +550,17 @@ class Journal:
             ids = heapq.merge(*(self._state_ids(txn, s, queue) for s in LIVE_STATES))
             return [r for _seq, job_id in ids if (r := self._get(txn, job_id))]
 
-    def live_entries(self, queue: str) -> list[LiveEntry]:
-        """Every pending, delayed or running job of ``queue``, in enqueue order, as the state
-        index holds it: scheduling fields only (no payload, result or error), read in one short
-        read transaction from the index alone, without reading or decoding any record."""
+    def live_entries(self, queue: str, states: Iterable[JobState] = LIVE_STATES
+                     ) -> list[LiveEntry]:
+        """Every job of ``queue`` in ``states`` (by default: every pending, delayed or running
+        one), in enqueue order, as the state index holds it: scheduling fields only (no
+        payload, result or error), read in one short read transaction from the index alone,
+        without reading or decoding any record."""
         qkey = _qkey(queue)
         runs: list[list[LiveEntry]] = []
         with self.env.begin(db=self._states_db) as txn:
             cur = txn.cursor()
-            for state in LIVE_STATES:
+            for state in states:
                 prefix = CODES[state] + qkey
                 if cur.set_range(prefix) and cur.key().startswith(prefix):
                     runs.append(list(_index_run(cur, prefix, state)))
@@ -510,6 +568,48 @@ class Journal:
             return runs[0]
         # each run is in seq order already: the sort only merges them
         return sorted((e for run in runs for e in run), key=_entry_seq)
+
+    def ready_entries(self, queue: str, after: tuple[int, float, int] | None, limit: int
+                      ) -> list[LiveEntry]:
+        """The first ``limit`` pending jobs of ``queue`` in start order ranked after ``after``
+        (a ``(priority, ready_at, seq)`` rank; None: from the first), interrupted ones
+        excluded; fewer than ``limit`` where the index runs out."""
+        qkey = _qkey(queue)
+        prefix = qkey + _WAITING
+        start = prefix if after is None else rank_key(qkey, *after)
+        out: list[LiveEntry] = []
+        if limit <= 0:
+            return out
+        unpack = _Q.unpack_from
+        pending = JobState.PENDING
+        with self.env.begin(db=self._ready_db) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(start):
+                return out
+            if after is not None and cur.key() == start and not cur.next():
+                return out
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    break
+                out.append(decode_live(value, unpack(key, len(key) - 8)[0], pending))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def interrupted_entries(self, queue: str) -> list[LiveEntry]:
+        """The pending jobs of ``queue`` whose last attempt was interrupted (not decided yet)."""
+        prefix = _qkey(queue) + _INTERRUPTED
+        unpack = _Q.unpack_from
+        out: list[LiveEntry] = []
+        with self.env.begin(db=self._ready_db) as txn:
+            cur = txn.cursor()
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if not key.startswith(prefix):
+                        break
+                    out.append(decode_live(value, unpack(key, len(key) - 8)[0],
+                                           JobState.PENDING))
+        return out
 
     def running(self, *, before_epoch: int | None = None) -> list[JobRecord]:
         """Running jobs of every queue (started in an epoch before ``before_epoch``, if given)."""

@@ -69,6 +69,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.now = 0.0
         self.seq = 0
         self.paused = False
+        self.unjournaled: list[str] = []
 
     # ---- setup
 
@@ -77,13 +78,21 @@ class CoreMachine(RuleBasedStateMachine):
         max_attempts=st.integers(1, 3),
         backoff=DURATIONS,
         start=st.integers(-1000, 10**6).map(float),
+        window=st.none() | st.integers(2, 3),
+        chunk=st.integers(1, 3),
     )
-    def setup(self, concurrency: int, max_attempts: int, backoff: float, start: float) -> None:
+    def setup(self, concurrency: int, max_attempts: int, backoff: float, start: float,
+              window: int | None, chunk: int) -> None:
         self.concurrency = concurrency
         self.retry = Retry(max_attempts=max_attempts, backoff=fixed(backoff))
         self.backoff = backoff
         self.now = start
-        self.core = _core.QueueCore(concurrency, self.retry)
+        # A window (in slots' worth: the runtime keeps at least four per slot) makes the core
+        # hold only the best ready jobs; the rest are "spilled" to the journal's ready index,
+        # which this machine plays from its model, and read back ``chunk`` at a time.
+        self.chunk = chunk
+        self.core = _core.QueueCore(concurrency, self.retry,
+                                    window=None if window is None else window * concurrency)
 
     # ---- model helpers
 
@@ -98,6 +107,29 @@ class CoreMachine(RuleBasedStateMachine):
 
     def _waiting_ids(self) -> list[str]:
         return sorted(j.id for j in self._in("delayed", "ready"))
+
+    def _spilled(self) -> list[MJob]:
+        """Ready jobs the core left in the (modelled) ready index, in start order."""
+        return sorted((j for j in self._in("ready") if j.id not in self.core.jobs),
+                      key=MJob.key)
+
+    def _rebalance(self) -> None:
+        """What the queue actor does after every round: shed, then refill a chunk at a time
+        (one chunk a round; a round follows while jobs came in) from the index."""
+        core = self.core
+        for job_id in self.unjournaled:
+            core.journaled(job_id, self.jobs[job_id].seq)
+        self.unjournaled.clear()
+        core.shed()
+        while want := min(core.refill_wanted(), self.chunk):
+            horizon = core.horizon
+            entries = [j for j in self._spilled() if horizon is None or j.key() > horizon][:want]
+            core.refilled([_core.CoreJob(j.id, j.priority, j.seq, j.ready_at, j.attempts,
+                                         j.max_attempts) for j in entries],
+                          exhausted=len(entries) < want)
+            for j in entries:
+                if j.blocked:  # its thread still runs: the actor blocks it as it comes in
+                    core.block(j.id)
 
     def _promote(self) -> None:
         """Delayed jobs whose due time has come become ready, ready from their due time."""
@@ -114,7 +146,9 @@ class CoreMachine(RuleBasedStateMachine):
         job_id = f"j{self.seq}"
         due = None if delay is None else self.now + delay
         where = self.core.add(
-            _core.CoreJob(id=job_id, priority=priority, seq=self.seq, ready_at=self.now,
+            # a delayed job ranks from its due time (the core's contract for ``ready_at``)
+            _core.CoreJob(id=job_id, priority=priority, seq=_core.UNASSIGNED_SEQ,
+                          ready_at=self.now if due is None else due,
                           max_attempts=max_attempts, due=due),
             self.now,
         )
@@ -124,14 +158,25 @@ class CoreMachine(RuleBasedStateMachine):
             model = MJob(job_id, priority, self.seq, "ready", self.now if due is None else due)
         model.max_attempts = max_attempts
         self.jobs[job_id] = model
+        self.unjournaled.append(job_id)  # its seq comes with the round's commit
         self.seq += 1
         assert where == model.state, f"add() put {job_id} in {where!r}, model says {model.state!r}"
+
+    @rule(priority=PRIORITIES, count=st.integers(2, 8))
+    def enqueue_batch(self, priority: int, count: int) -> None:
+        """Many jobs in one round (``enqueue_batch``): they tie on priority and ready time."""
+        for _ in range(count):
+            self.enqueue(priority, None, None)
 
     @precondition(lambda self: self._live_ids())
     @rule(index=st.integers(0, 10), due_in=st.none() | DURATIONS)
     def add_known_id(self, index: int, due_in: float | None) -> None:
-        """Adding an id the core holds changes nothing."""
-        job_id = self._live_ids()[index % len(self._live_ids())]
+        """Adding an id the core holds changes nothing. (A spilled job's id is not held: the
+        queue actor finds it in the journal before it would add it.)"""
+        held = sorted(self.core.jobs)
+        if not held:
+            return
+        job_id = held[index % len(held)]
         again = _core.CoreJob(id=job_id, priority=-5, seq=10**6, ready_at=self.now,
                               due=None if due_in is None else self.now + due_in)
         assert self.core.add(again, self.now) is None
@@ -142,6 +187,7 @@ class CoreMachine(RuleBasedStateMachine):
 
     @rule()
     def take_startable(self) -> None:
+        self._rebalance()
         running_before = len(self._in("running"))
         started = self.core.take_startable(self.now)
         self._promote()
@@ -222,7 +268,15 @@ class CoreMachine(RuleBasedStateMachine):
             return
         job_id = sorted(self.jobs)[index % len(self.jobs)]
         model = self.jobs[job_id]
+        was_spilled = model.state == "ready" and job_id not in self.core.jobs
         where = self.core.cancel(job_id)
+        if was_spilled:
+            # spilled: the actor finds it pending in the journal and cancels it there
+            assert where is None, where
+            self.core.forget_spilled()
+            model.state = "done"
+            model.blocked = False
+            return
         if model.state == "done":
             assert where is None, f"cancel of finished {job_id} said {where!r}"
         elif model.state == "running":
@@ -262,9 +316,19 @@ class CoreMachine(RuleBasedStateMachine):
             return
         core = self.core
         live = {j.id: j for j in self._in("delayed", "ready", "running")}
-        assert set(core.jobs) == set(live), (
-            f"core holds {sorted(core.jobs)}, model {sorted(live)}")
+        spilled = {j.id for j in self._spilled()}
+        assert core.jobs.keys() <= live.keys(), f"core holds {sorted(core.jobs)} {sorted(live)}"
+        assert set(core.jobs) | spilled == set(live), (
+            f"core holds {sorted(core.jobs)} and spilled {sorted(spilled)}, model {sorted(live)}")
+        assert core.spilled == len(spilled), f"core counts {core.spilled} spilled, {spilled}"
+        if spilled:
+            assert core.window is not None, "spilled without a window"
+            assert core.horizon is not None
+            for job_id in spilled:
+                assert self.jobs[job_id].key() > core.horizon, f"spilled {job_id} before horizon"
         for job_id, model in live.items():
+            if job_id in spilled:
+                continue
             job = core.jobs[job_id]
             places = [job_id in core._ready, job_id in core._delayed,
                       job_id in core.running, job_id in core._parked]
@@ -356,7 +420,8 @@ def test_start_order(jobs: list[tuple[int, int, int | None, int | None]], takes:
                 continue
             job_id = f"j{seq}"
             due = None if delay is None else now + delay
-            core.add(_core.CoreJob(job_id, priority, seq, ready_at=now, due=due), now)
+            core.add(_core.CoreJob(job_id, priority, seq, ready_at=now if due is None else due,
+                                   due=due), now)
             delayed = due is not None and due > now
             waiting[job_id] = MJob(job_id, priority, seq, "delayed" if delayed else "ready",
                                    now if due is None else due, due=due if delayed else None)

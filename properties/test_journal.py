@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 )
 
 from actorq import _model
-from actorq._journal import Journal
+from actorq._journal import Journal, rank_key
 from actorq._model import (
     LIVE_STATES,
     AttemptFailed,
@@ -169,6 +169,22 @@ def test_apply_event_matches_reference(data: st.DataObject, seq: int) -> None:
 
 
 # ---- the journal state machine
+
+
+RANKS = st.tuples(
+    st.integers(-(2**63), 2**63 - 1),  # priority: any int a job may have
+    st.floats(allow_nan=False).map(lambda x: x + 0.0),  # ready_at (-0.0 is 0.0)
+    st.integers(0, 2**64 - 1),  # seq
+)
+
+
+@given(ranks=st.lists(RANKS, min_size=2, max_size=20, unique=True))
+def test_ready_index_keys_sort_as_ranks(ranks: list[tuple[int, float, int]]) -> None:
+    """The ready index's byte order is the start order (priority, ready_at, seq), whatever
+    the signs and sizes of its numbers; an interrupted job's key sorts before all others."""
+    keys = {rank_key(b"q\x00", *rank): rank for rank in ranks}
+    assert [keys[k] for k in sorted(keys)] == sorted(ranks)
+    assert max(rank_key(b"q\x00", *r, interrupted=True) for r in ranks) < min(keys)
 
 
 class Crash(Exception):
@@ -371,6 +387,16 @@ class JournalMachine(RuleBasedStateMachine):
             if hasattr(self.journal, "live_entries"):  # the state index's copy, for recovery
                 entries = [_model.LiveEntry.from_record(r) for r in live]
                 assert self.journal.live_entries(queue) == entries, f"live_entries({queue!r})"
+            # the ready index: pending jobs in start order, interrupted ones apart (first)
+            pending = sorted((r for r in live if r.state is S.PENDING),
+                             key=lambda r: (r.priority, r.ready_at, r.seq))
+            waiting = [_model.LiveEntry.from_record(r) for r in pending if not r.interrupted]
+            assert self.journal.ready_entries(queue, None, len(IDS) + 1) == waiting
+            for i, e in enumerate(waiting):  # read on from any entry, a page at a time
+                after = (e.priority, e.ready_at, e.seq)
+                assert self.journal.ready_entries(queue, after, 2) == waiting[i + 1:i + 3]
+            assert self.journal.interrupted_entries(queue) == [
+                _model.LiveEntry.from_record(r) for r in pending if r.interrupted]
             assert self.journal.list(queue) == mine, f"list({queue!r})"
             for state in S:
                 assert self.journal.list(queue, state) == [r for r in mine if r.state is state]
