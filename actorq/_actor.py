@@ -273,11 +273,13 @@ class QueueActor:
     """One queue: its supervisor loop, its actor loop, and its workers."""
 
     #: At most about this many ready jobs of a queue are held in memory (at least four per
-    #: worker); the rest wait in the journal's ready index, in start order, and are read in as
-    #: the window drains (see :mod:`actorq._core`). A debounced queue holds all its jobs.
+    #: worker; more than twice as many are shed back to the index); the rest wait in the
+    #: journal's ready index, in start order, and are read in as the queue works through them
+    #: (see :mod:`actorq._core`). A debounced queue holds all its jobs.
     ready_window = 10_000
     #: Ready jobs read from the index in one go: at open (so the first job starts within
-    #: milliseconds whatever the backlog), and per refill between rounds.
+    #: milliseconds whatever the backlog), and per refill, once fewer than half a chunk (or two
+    #: per worker) are held.
     refill_chunk = 1_000
 
     def __init__(self, runtime: Runtime, spec: QueueSpec, rng: random.Random) -> None:
@@ -312,8 +314,12 @@ class QueueActor:
     def _new_core(self) -> QueueCore:
         spec = self.spec
         window = None if spec.debounce else max(self.ready_window, 4 * spec.concurrency)
+        # Refilled a chunk at a time once fewer than this are held: enough for every slot twice
+        # over, so a round never finds the window dry while the index holds more.
+        low = None if window is None else min(max(self.refill_chunk // 2, 2 * spec.concurrency),
+                                              window // 2)
         return QueueCore(spec.concurrency, spec.retry, self.rng, paused=self.paused,
-                         bucket=self.bucket, window=window)
+                         bucket=self.bucket, window=window, low_water=low)
 
     def statistics(self) -> QueueStatistics:
         counts = self.core.counts()
@@ -435,6 +441,7 @@ class QueueActor:
                     msgs.append(self._inbox.receive_nowait())
                 except trio.WouldBlock:
                     break
+            self._rebalance()  # everything so far is journaled: the window may be refilled
             rnd = _Round()
             now = trio.current_time()
             try:
@@ -526,7 +533,8 @@ class QueueActor:
             await self.runtime.writer.commit([], {self.name: self.spec.retention})
         for callback in rnd.after:
             callback()
-        self._rebalance()
+        if self.core.rebalance_wanted():
+            self.send(_KICK)  # in the next round, once the workers had their turn
         if self._joiners and self.core.idle:
             for reply in self._joiners:
                 reply.set(None)
@@ -534,7 +542,8 @@ class QueueActor:
 
     def _rebalance(self) -> None:
         """Between rounds (everything decided so far is journaled): keep the ready window
-        between half full and twice full, reading the next jobs from the journal's index."""
+        between half full and twice full, reading the next chunk of jobs from the journal's
+        index (the next round starts them)."""
         core = self.core
         core.shed()
         want = min(core.refill_wanted(), self.refill_chunk)
@@ -546,8 +555,6 @@ class QueueActor:
         core.refilled(jobs, exhausted=len(entries) < want)
         for job in jobs:
             self._block_if_thread_alive(job.id)
-        if jobs:
-            self.send(_KICK)  # they may start now
 
     def _on_started(self, job_id: str, rec: JobRecord | None) -> None:
         if rec is None:  # refused: another writer ended the job meanwhile

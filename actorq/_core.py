@@ -105,6 +105,7 @@ class QueueCore:
     _delayed: KeyedHeap = attrs.field(factory=KeyedHeap)
     _parked: dict[str, CoreJob] = attrs.field(factory=dict)  # ready but blocked
     window: int | None = None  # at most about this many ready jobs in memory (None: all)
+    low_water: int | None = None  # refill below this many (None: half the window)
     horizon: Rank | None = None  # every spilled ready job ranks after this (None: none spilled)
     spilled: int = 0  # ready jobs left in the journal's index, not in memory
 
@@ -290,7 +291,8 @@ class QueueCore:
         held = len(self._ready)
         if self.blocked:  # a blocked job waiting in the heap cannot start: it does not count
             held -= sum(1 for job_id in self.blocked if job_id in self._ready)
-        return self.window - held if held <= self.window // 2 else 0
+        low = self.window // 2 if self.low_water is None else self.low_water
+        return self.window - held if held <= low else 0
 
     def refilled(self, jobs: list[CoreJob], exhausted: bool) -> None:
         """Take in the next ready jobs from the index, in rank order (``exhausted``: the index
@@ -311,6 +313,11 @@ class QueueCore:
     def forget_spilled(self) -> None:
         """A spilled job left the queue without being taken in (cancelled, or refused)."""
         self.spilled = max(self.spilled - 1, 0)
+
+    def rebalance_wanted(self) -> bool:
+        """Whether :meth:`shed` or :meth:`refill_wanted` has work to do."""
+        return self.window is not None and (
+            len(self._ready) > 2 * self.window or self.refill_wanted() > 0)
 
     def shed(self) -> int:
         """Where more than twice the window of ready jobs is in memory, keep the best

@@ -269,6 +269,7 @@ def workload_w3_w4(systems: list[System], sizes: dict[str, Any], servers: dict[s
         path = work_dir("w3-actorq")
         try:
             build, _ = run_case("bench_actorq", "w3_build", {"path": str(path), "n": n})
+            os.sync()  # the opens time recovery, not the flush of what the build left dirty
             if "error" in build:
                 log(f"  actorq build {n}: {build['error']}")
                 out["actorq"][n] = build
@@ -311,6 +312,7 @@ def workload_w3_w4(systems: list[System], sizes: dict[str, Any], servers: dict[s
                 extra["path"] = str(path)
             try:
                 build, _ = run_case(sys_.module, "w3_build", dict(extra, n=n))
+                os.sync()
                 if "error" in build:
                     log(f"  {sys_.key} build {n}: {build['error']}")
                     out["peers"][(sys_.key, n)] = build

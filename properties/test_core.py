@@ -80,9 +80,10 @@ class CoreMachine(RuleBasedStateMachine):
         start=st.integers(-1000, 10**6).map(float),
         window=st.none() | st.integers(2, 3),
         chunk=st.integers(1, 3),
+        low_water=st.sampled_from([None, 1]),  # in slots: the runtime keeps two per slot
     )
     def setup(self, concurrency: int, max_attempts: int, backoff: float, start: float,
-              window: int | None, chunk: int) -> None:
+              window: int | None, chunk: int, low_water: int | None) -> None:
         self.concurrency = concurrency
         self.retry = Retry(max_attempts=max_attempts, backoff=fixed(backoff))
         self.backoff = backoff
@@ -91,8 +92,9 @@ class CoreMachine(RuleBasedStateMachine):
         # hold only the best ready jobs; the rest are "spilled" to the journal's ready index,
         # which this machine plays from its model, and read back ``chunk`` at a time.
         self.chunk = chunk
-        self.core = _core.QueueCore(concurrency, self.retry,
-                                    window=None if window is None else window * concurrency)
+        self.core = _core.QueueCore(
+            concurrency, self.retry, window=None if window is None else window * concurrency,
+            low_water=None if low_water is None else low_water * concurrency)
 
     # ---- model helpers
 

@@ -13,6 +13,7 @@ import random
 import lmdb
 import pytest
 import trio
+import trio.testing
 
 import actorq
 from actorq import JobState
@@ -133,6 +134,7 @@ def test_cancel_a_job_beyond_the_window(journal_path):
             q = await actorq.spawn_queue("q", handler)
             await q.pause()
             ids = await q.enqueue_batch(range(30))
+            await trio.testing.wait_all_tasks_blocked()  # the queue sheds in its next round
             assert ids[25] not in q._actor.core.jobs  # spilled: only in the journal
             assert await q.cancel(ids[25]) is True
             assert (await q.status(ids[25])).state is JobState.CANCELLED
