@@ -140,7 +140,8 @@ def w3_build(*, path: str, n: int, chunk: int = 10_000) -> dict[str, Any]:
 
 def w3_open(*, path: str, mode: str = "fsync") -> dict[str, Any]:
     """In this fresh process: open the journal, spawn its queue. open -> spawn_queue returned
-    ("all ready": every pending job loaded) and open -> first handler started; RSS once both."""
+    (the queue serves its whole backlog: counted, the head of it read into the window) and
+    open -> first handler started; RSS once both."""
     out: dict[str, Any] = {}
 
     async def main() -> None:

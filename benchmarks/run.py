@@ -560,9 +560,11 @@ def build_report(mode: str, sizes: dict[str, Any], systems: list[System], w1: di
         base = aq.get(0, {})
         add("## W3: recovery (fresh process, journal of N pending jobs)")
         add("")
-        add("`ready` = open -> every pending job loaded (actorq: `spawn_queue` returned; the "
-            "peers load nothing up front, so it is their open/connect time); `first start` = "
-            "open -> the first handler started. Ratio = peer / actorq at the same N.")
+        add("`ready` = open -> the queue serves its whole backlog (actorq: `spawn_queue` "
+            "returned: the whole backlog counted, the head of its ready index read into the "
+            "in-memory window, the rest read in as it drains; the peers load nothing up front, "
+            "so it is their open/connect time); `first start` = open -> the first handler "
+            "started. Ratio = peer / actorq at the same N.")
         add("")
         add("| system | N | build (s) | ready (ms) | ratio | first start (ms) | ratio |")
         add("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -740,8 +742,10 @@ METHOD = """\
 - **W3**: a journal of N pending jobs is built in one process (actorq: `enqueue_batch` in chunks
   of 10,000, queue paused, "os" mode; peers: their own enqueue path or its SQL, without fsync,
   since only recovery is timed), then a fresh process takes t0 right before `open_runtime`
-  (imports done) and opens it in "fsync" mode: *ready* = `spawn_queue` returned (every pending
-  job loaded into the queue), *first start* = the first handler started. actorq at N =
+  (imports done) and opens it in "fsync" mode: *ready* = `spawn_queue` returned (the backlog
+  counted and its first 1,000 jobs in start order read into the queue's window; the rest stay in
+  the journal's ready index until the queue reaches them), *first start* = the first handler
+  started. actorq at N =
   {w3_actorq}; peers at N = {w3_peer}.
 - **W4**: RSS from `/proc/self/status` in the W3 process once the first job started (VmHWM =
   peak), minus the same process shape on an empty journal; journal bytes per job = size of
