@@ -457,9 +457,9 @@ class QueueActor:
                 return
 
     def _load(self, rnd: _Round, now: float) -> None:
-        """Rebuild the core from the journal: its delayed and running jobs, the interrupted
-        ones, and the first chunk of its ready jobs in start order (every ready job where the
-        queue has no window); the rest of the ready jobs are counted and read in later."""
+        """Rebuild the core from the journal: its running and interrupted jobs, and the first
+        chunk of its ready jobs in start order and of its delayed jobs by due time (all of them
+        where the queue has no window); the rest are counted and read in later."""
         wall = to_wall(now)
         offset = wall - now
         journal = self.runtime.journal
@@ -467,14 +467,18 @@ class QueueActor:
         if self.core.window is None:
             entries = journal.live_entries(self.name)  # scheduling fields only: no payloads
         else:
+            chunk = self.refill_chunk
             interrupted = journal.interrupted_entries(self.name)
-            pending = journal.counts(self.name)[JobState.PENDING]
-            first = journal.ready_entries(self.name, None, self.refill_chunk)
-            self.core.spill_all(pending - len(interrupted))
-            self.core.refilled([core_job(e, offset) for e in first],
-                               exhausted=len(first) < self.refill_chunk)
-            entries = interrupted + journal.live_entries(
-                self.name, (JobState.DELAYED, JobState.RUNNING))
+            counts = journal.counts(self.name)
+            first = journal.ready_entries(self.name, None, chunk)
+            due_first = journal.delayed_entries(self.name, None, chunk)
+            self.core.spill_all(counts[JobState.PENDING] - len(interrupted),
+                                counts[JobState.DELAYED])
+            self.core.refilled([core_job(e, offset) for e in first], len(first) < chunk)
+            self.core.refilled([core_job(e, offset) for e in due_first], len(due_first) < chunk,
+                               "delayed")  # those due already are journaled due this round
+            self._refill_delayed(wall)
+            entries = interrupted + journal.live_entries(self.name, (JobState.RUNNING,))
         for rec in entries:
             job = core_job(rec, offset)
             if rec.interrupted:
@@ -546,15 +550,30 @@ class QueueActor:
         index (the next round starts them)."""
         core = self.core
         core.shed()
+        journal = self.runtime.journal
         want = min(core.refill_wanted(), self.refill_chunk)
-        if not want:
-            return
-        entries = self.runtime.journal.ready_entries(self.name, core.horizon, want)
-        offset = wall_offset()
-        jobs = [core_job(e, offset) for e in entries]
-        core.refilled(jobs, exhausted=len(entries) < want)
-        for job in jobs:
-            self._block_if_thread_alive(job.id)
+        if want:
+            entries = journal.ready_entries(self.name, core.horizon, want)
+            offset = wall_offset()
+            jobs = [core_job(e, offset) for e in entries]
+            core.refilled(jobs, len(entries) < want)
+            for job in jobs:
+                self._block_if_thread_alive(job.id)
+        self._refill_delayed(wall_now())
+
+    def _refill_delayed(self, wall: float) -> None:
+        """Read in the next delayed jobs by due time: a chunk where few are held, and every one
+        that is due already (so that it is ranked with the ready jobs when promoted)."""
+        core, journal = self.core, self.runtime.journal
+        while want := min(core.refill_wanted("delayed", wall), self.refill_chunk):
+            entries = journal.delayed_entries(self.name, core.delayed_horizon, want)
+            offset = wall_offset()
+            jobs = [core_job(e, offset) for e in entries]
+            core.refilled(jobs, len(entries) < want, "delayed")
+            for job in jobs:
+                self._block_if_thread_alive(job.id)
+            if len(entries) < want or core.delayed_horizon[0] > wall:  # type: ignore[index]
+                break
 
     def _on_started(self, job_id: str, rec: JobRecord | None) -> None:
         if rec is None:  # refused: another writer ended the job meanwhile
@@ -635,7 +654,7 @@ class QueueActor:
             record, superseded = new.record, None
             if self.debouncer is not None:
                 record, superseded = self._debounce(new.record, new.core, now, wall)
-            rnd.add(Enqueued(record), partial(self._on_enqueued, job_id))
+            rnd.add(Enqueued(record), partial(self._on_enqueued, job_id, record.state))
             self._add(rnd, record, new.core, now, wall)
             if superseded is not None:
                 self._supersede(rnd, superseded, job_id, wall)
@@ -670,11 +689,11 @@ class QueueActor:
 
         rnd.add(Cancelled(old_id, wall, superseded_by=new_id), cancelled)
 
-    def _on_enqueued(self, job_id: str, rec: JobRecord | None) -> None:
+    def _on_enqueued(self, job_id: str, state: JobState, rec: JobRecord | None) -> None:
         job = self.core.jobs.get(job_id)
         if rec is None:  # another queue journaled this id first: it is held, ours is dropped
-            if job is None:
-                self.core.forget_spilled()
+            if job is None:  # it was left to the index, beyond the window
+                self.core.forget_spilled("delayed" if state is JobState.DELAYED else "ready")
             else:
                 self.core.forget(job_id)
         else:
@@ -759,7 +778,7 @@ class QueueActor:
             if scope is not None:
                 scope.cancel()
             return
-        spilled = False
+        spilled, kind = False, "ready"
         if where is None:
             rec = self.runtime.journal.get(msg.job_id)
             if rec is None:
@@ -768,13 +787,16 @@ class QueueActor:
             if rec.state.terminal:
                 rnd.after.append(partial(msg.reply.set, False))
                 return
-            # a pending job of ours not in memory waits in the ready index (beyond the window)
-            spilled = rec.state is JobState.PENDING and rec.queue == self.name
+            # a waiting job of ours not in memory waits in an index (beyond the window)
+            spilled = (rec.state in (JobState.PENDING, JobState.DELAYED)
+                       and rec.queue == self.name)
+            if rec.state is JobState.DELAYED:
+                kind = "delayed"
         rnd.finished = True
 
         def cancelled(rec: JobRecord | None) -> None:
             if spilled and rec is not None:
-                self.core.forget_spilled()
+                self.core.forget_spilled(kind)
             msg.reply.set(rec is not None)
             if rec is not None:
                 self._spawn_hook(self.spec.hooks.on_cancel, rec)

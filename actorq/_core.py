@@ -12,14 +12,16 @@ the runtime), while ``ready_at`` is the time a job is ranked by among ready jobs
 journal stores (wall-clock seconds in the runtime). The core never compares the two: it only moves
 ``ready_at`` by a retry's delay (``attempt_failed(wall=)``). Driven alone (tests), both are ``now``.
 
-**The ready window.** A queue with a ``window`` holds at most about that many ready jobs in memory;
+**The window.** A queue with a ``window`` holds at most about that many ready jobs in memory;
 the rest stay in the journal's ready index, in the same ``(priority, ready_at, seq)`` order, and
 are counted in ``spilled``. ``horizon`` is the rank of the last ready job taken in from the index:
 every ready job in memory ranks before it, every spilled one after it, so the best job in memory is
 the best job of the queue. A job that becomes ready ranked after the horizon is spilled (it is in
 the index once the round that made it ready commits); the shell refills the window from the index
 after a commit (:meth:`QueueCore.refill_wanted`, :meth:`QueueCore.refilled`) and lets it shed
-jobs when it grows too large (:meth:`QueueCore.shed`). Without a window, every job is in memory.
+jobs when it grows too large (:meth:`QueueCore.shed`). Delayed jobs have a window of their own,
+over the journal's index of delayed jobs by due time (``delayed_horizon``, ``delayed_spilled``):
+the ones due first are in memory. Without a window, every job is in memory.
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ def _rank(job: CoreJob) -> Rank:
     return job.rank
 
 
+def _when(job: CoreJob) -> tuple[float, int]:
+    """A delayed job's place in the journal's index of delayed jobs: its due time as journaled
+    (``ready_at``), then enqueue order."""
+    return (job.ready_at, job.seq)
+
+
 @attrs.frozen
 class RetryAt:
     """The failed attempt will be retried; the job is ready at ``at``."""
@@ -108,21 +116,24 @@ class QueueCore:
     low_water: int | None = None  # refill below this many (None: half the window)
     horizon: Rank | None = None  # every spilled ready job ranks after this (None: none spilled)
     spilled: int = 0  # ready jobs left in the journal's index, not in memory
+    # the same for delayed jobs, by when they are due: ``(ready_at, seq)``
+    delayed_horizon: tuple[float, int] | None = None
+    delayed_spilled: int = 0
 
     # ---- adding and removing
 
     def add(self, job: CoreJob, now: float) -> Where | None:
         """Take a live job in: delayed while its due time is ahead, else ready (a delayed job's
-        ``ready_at`` is its due time, in the ranking domain). Where it went ("ready" also for a
-        job spilled past the horizon); None (and no change) where its id is known already."""
+        ``ready_at`` is its due time, in the ranking domain). Where it went (also for a job
+        spilled past a horizon); None (and no change) where its id is known already."""
         if job.id in self.jobs:
             return None
         self.jobs[job.id] = job
         if job.due is not None and job.due > now:
             self._delay(job, job.due)
-        else:
-            self._make_ready(job)
-        return "ready" if job.where == "spilled" else job.where
+            return "delayed"
+        self._make_ready(job)
+        return "ready"
 
     def add_interrupted(self, job: CoreJob, now: float, *, wall: float | None = None
                         ) -> Decision | None:
@@ -266,80 +277,121 @@ class QueueCore:
     @property
     def idle(self) -> bool:
         """No pending, delayed or running job."""
-        return not self.jobs and not self.spilled
+        return not self.jobs and not self.spilled and not self.delayed_spilled
 
     def counts(self) -> dict[Where, int]:
-        waiting = {"delayed": len(self._delayed), "running": len(self.running)}
-        waiting["ready"] = (len(self.jobs) - waiting["delayed"] - waiting["running"]
-                            + self.spilled)
+        held_delayed = len(self._delayed)
+        waiting = {"delayed": held_delayed + self.delayed_spilled, "running": len(self.running)}
+        waiting["ready"] = (len(self.jobs) - held_delayed - waiting["running"] + self.spilled)
         return waiting  # type: ignore[return-value]
 
-    # ---- the ready window
+    # ---- the window (see the module's docstring)
 
-    def spill_all(self, spilled: int) -> None:
-        """Start with ``spilled`` ready jobs in the journal's index and none in memory (a queue
-        that loads its backlog a window at a time); :meth:`refilled` takes them in."""
+    def spill_all(self, ready: int, delayed: int = 0) -> None:
+        """Start with ``ready`` ready and ``delayed`` delayed jobs in the journal's indexes and
+        none of them in memory (a queue that loads its backlog a window at a time);
+        :meth:`refilled` takes them in."""
         assert self.window is not None, "spill_all() needs a window"
         self.horizon = (-(1 << 63) - 1, -math.inf, -1)  # before every rank
-        self.spilled = spilled
+        self.spilled = ready
+        self.delayed_horizon = (-math.inf, -1)
+        self.delayed_spilled = delayed
 
-    def refill_wanted(self) -> int:
-        """How many ready jobs to read from the index, after the horizon (0: none). Asked
-        once a round has committed, so the index holds every spilled job."""
-        if self.horizon is None or self.window is None:
+    def refill_wanted(self, kind: Literal["ready", "delayed"] = "ready",
+                      wall: float | None = None) -> int:
+        """How many jobs of ``kind`` to read from the index after its horizon (0: none).
+        Asked once a round has committed, so the index holds every spilled job. ``wall`` (now,
+        in the ranking domain): delayed jobs are also read on while the horizon is due, so
+        every delayed job that is due is in memory, to be promoted and ranked with the rest."""
+        if self.window is None:
             return 0
-        held = len(self._ready)
-        if self.blocked:  # a blocked job waiting in the heap cannot start: it does not count
-            held -= sum(1 for job_id in self.blocked if job_id in self._ready)
+        if kind == "ready":
+            if self.horizon is None:
+                return 0
+            held = len(self._ready)
+            if self.blocked:  # a blocked job waiting in the heap cannot start: not counted
+                held -= sum(1 for job_id in self.blocked if job_id in self._ready)
+        else:
+            if self.delayed_horizon is None:
+                return 0
+            held = len(self._delayed)
+            if wall is not None and self.delayed_horizon[0] <= wall:
+                return self.window
         low = self.window // 2 if self.low_water is None else self.low_water
         return self.window - held if held <= low else 0
 
-    def refilled(self, jobs: list[CoreJob], exhausted: bool) -> None:
-        """Take in the next ready jobs from the index, in rank order (``exhausted``: the index
-        holds none after them, so every ready job is now in memory)."""
-        if exhausted:
-            self.horizon = None
-        elif jobs:
-            self.horizon = jobs[-1].rank
+    def refilled(self, jobs: list[CoreJob], exhausted: bool,
+                 kind: Literal["ready", "delayed"] = "ready") -> None:
+        """Take in the next jobs of ``kind`` from its index, in its order (``exhausted``: the
+        index holds none after them, so every such job is now in memory). A delayed job comes
+        with its ``due`` time; one already due is promoted by the next :meth:`promote_due`."""
         taken = 0
         for job in jobs:
-            if job.id not in self.jobs:
-                self.jobs[job.id] = job
+            if job.id in self.jobs:
+                continue
+            self.jobs[job.id] = job
+            taken += 1
+            if kind == "ready":
                 job.where = "ready"
                 self._ready.push(job.id, job.rank)
-                taken += 1
-        self.spilled = 0 if exhausted else max(self.spilled - taken, 0)
+            else:
+                assert job.due is not None, "a delayed job needs its due time"
+                job.where = "delayed"
+                self._delayed.push(job.id, (job.due, job.seq))
+        if kind == "ready":
+            self.horizon = None if exhausted else jobs[-1].rank if jobs else self.horizon
+            self.spilled = 0 if exhausted else max(self.spilled - taken, 0)
+        else:
+            self.delayed_horizon = (None if exhausted else _when(jobs[-1]) if jobs
+                                    else self.delayed_horizon)
+            self.delayed_spilled = 0 if exhausted else max(self.delayed_spilled - taken, 0)
 
-    def forget_spilled(self) -> None:
-        """A spilled job left the queue without being taken in (cancelled, or refused)."""
-        self.spilled = max(self.spilled - 1, 0)
+    def forget_spilled(self, kind: Literal["ready", "delayed"] = "ready") -> None:
+        """A spilled job of ``kind`` left the queue without being taken in (cancelled, or its
+        enqueue was refused)."""
+        if kind == "ready":
+            self.spilled = max(self.spilled - 1, 0)
+        else:
+            self.delayed_spilled = max(self.delayed_spilled - 1, 0)
 
     def rebalance_wanted(self) -> bool:
         """Whether :meth:`shed` or :meth:`refill_wanted` has work to do."""
-        return self.window is not None and (
-            len(self._ready) > 2 * self.window or self.refill_wanted() > 0)
+        window = self.window
+        return window is not None and (
+            len(self._ready) > 2 * window or len(self._delayed) > 2 * window
+            or self.refill_wanted() > 0 or self.refill_wanted("delayed") > 0)
 
     def shed(self) -> int:
-        """Where more than twice the window of ready jobs is in memory, keep the best
-        ``window`` and spill the rest (asked once a round has committed: they are all in the
-        index). How many were spilled. Blocked jobs stay, parked, until they are unblocked."""
-        if self.window is None or len(self._ready) <= 2 * self.window:
+        """Where more than twice the window of ready (or delayed) jobs is in memory, keep the
+        first ``window`` of them and spill the rest (asked once a round has committed: they
+        are all in the index). How many were spilled. Blocked ready jobs stay, parked, until
+        they are unblocked."""
+        window = self.window
+        if window is None:
             return 0
-        ready = sorted((self.jobs[job_id] for job_id in self._ready.ids()), key=_rank)
-        kept = dropped = 0
-        for job in ready:
-            if job.id in self.blocked:
-                self._ready.remove(job.id)
-                self._parked[job.id] = job
-            elif kept < self.window:
-                kept += 1
-                self.horizon = job.rank
-            else:
-                self._ready.remove(job.id)
-                del self.jobs[job.id]
-                job.where = "spilled"
+        dropped = 0
+        if len(self._ready) > 2 * window:
+            kept = 0
+            for job in sorted((self.jobs[i] for i in self._ready.ids()), key=_rank):
+                if job.id in self.blocked:
+                    self._ready.remove(job.id)
+                    self._parked[job.id] = job
+                elif kept < window:
+                    kept += 1
+                    self.horizon = job.rank
+                else:
+                    self._ready.remove(job.id)
+                    self._spill(job)
+                    self.spilled += 1
+                    dropped += 1
+        if len(self._delayed) > 2 * window:
+            ordered = sorted((self.jobs[i] for i in self._delayed.ids()), key=_when)
+            self.delayed_horizon = _when(ordered[window - 1])
+            for job in ordered[window:]:
+                self._delayed.remove(job.id)
+                self._spill(job)
+                self.delayed_spilled += 1
                 dropped += 1
-        self.spilled += dropped
         return dropped
 
     def check_valid(self) -> None:
@@ -352,6 +404,12 @@ class QueueCore:
                 assert self.jobs[job_id].rank <= self.horizon, f"{job_id} ranks after horizon"
         else:
             assert self.spilled == 0, "jobs spilled without a horizon"
+        if self.delayed_horizon is not None:
+            for job_id in self._delayed.ids():
+                assert _when(self.jobs[job_id]) <= self.delayed_horizon, (
+                    f"delayed {job_id} after the delayed horizon")
+        else:
+            assert self.delayed_spilled == 0, "delayed jobs spilled without a horizon"
         for job_id, job in self.jobs.items():
             places = [job_id in self._ready, job_id in self._delayed, job_id in self.running,
                       job_id in self._parked]
@@ -363,9 +421,20 @@ class QueueCore:
 
     # ---- internals
 
+    def _spill(self, job: CoreJob) -> None:
+        """Leave ``job`` to the journal's index (the round that put it there journals it)."""
+        del self.jobs[job.id]
+        self.running.discard(job.id)
+        self.blocked.discard(job.id)  # the shell blocks it again when it is read back in
+        job.where = "spilled"
+
     def _delay(self, job: CoreJob, due: float) -> None:
-        job.where = "delayed"
         job.due = due
+        if self.delayed_horizon is not None and _when(job) > self.delayed_horizon:
+            self._spill(job)  # due after a delayed job still in the index: it waits there
+            self.delayed_spilled += 1
+            return
+        job.where = "delayed"
         self._delayed.push(job.id, (due, job.seq))
 
     def _make_ready(self, job: CoreJob) -> None:
@@ -376,9 +445,7 @@ class QueueCore:
         elif self.horizon is not None and job.rank > self.horizon:
             # Ranked after a job still in the index: it waits there (the round that made it
             # ready journals it as pending) until a refill reaches it.
-            del self.jobs[job.id]
-            self.running.discard(job.id)
-            job.where = "spilled"
+            self._spill(job)
             self.spilled += 1
         else:
             job.where = "ready"

@@ -17,6 +17,8 @@ Tables (LMDB named databases):
   jobs first) -> the same live entry as ``states``. A queue reads its backlog from here a window
   at a time (``ready_entries``), so opening a journal with a million pending jobs reads a few
   thousand of them.
+- ``sched``: the delayed jobs of each queue by due time: ``queue + NUL + due (ready_at) + seq``
+  -> the live entry; read a window at a time too (``delayed_entries``).
 
 Retention deletes a finished job's record, its index entries and its log entries, so the file
 stays bounded under steady load.
@@ -37,6 +39,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
@@ -83,7 +86,7 @@ CODES: dict[JobState, bytes] = {
     JobState.FAILED: b"f",
     JobState.CANCELLED: b"x",
 }
-_DBS = (b"meta", b"log", b"jobs", b"states", b"counts", b"done", b"ready")
+_DBS = (b"meta", b"log", b"jobs", b"states", b"counts", b"done", b"ready", b"sched")
 _INTERRUPTED, _WAITING = b"\x00", b"\x01"  # the kinds of ready index entries, in start order
 _BIAS = 1 << 63
 _ALL = (1 << 64) - 1
@@ -133,6 +136,15 @@ def rank_key(qkey: bytes, priority: int, ready_at: float, seq: int,
 
 def _record_rank_key(rec: JobRecord) -> bytes:
     return rank_key(_qkey(rec.queue), rec.priority, rec.ready_at, rec.seq, rec.interrupted)
+
+
+def due_key(qkey: bytes, due: float, seq: int) -> bytes:
+    """A ``sched`` index key: its bytes sort as ``(due, seq)``."""
+    return qkey + _sortable_float(due) + _Q.pack(seq)
+
+
+def _record_due_key(rec: JobRecord) -> bytes:
+    return due_key(_qkey(rec.queue), rec.ready_at, rec.seq)  # a delayed job's ready_at: its due
 
 
 _set_field = object.__setattr__
@@ -187,6 +199,7 @@ class Journal:
         self._states_db = self.dbs["states"]
         self._done_db = self.dbs["done"]
         self._ready_db = self.dbs["ready"]
+        self._sched_db = self.dbs["sched"]
         self._next_seq = self._last_seq() + 1
         self._cache: dict[str, _Entry] = {}  # live job id -> its committed record
         self._cache_bytes = 0  # the encoded payloads the cache holds
@@ -287,17 +300,23 @@ class Journal:
                 self.grow()
 
     def _build_ready_index(self, txn: lmdb.Transaction) -> None:
-        """Format 2 -> 3: index every pending job by rank (in the transaction that opens)."""
-        ready, prefix = self.dbs["ready"], CODES[JobState.PENDING]
-        cur = txn.cursor(db=self.dbs["states"])
-        if not cur.set_range(prefix):
-            return
-        for key, value in cur:
-            if not key.startswith(prefix):
-                break
-            e = decode_live(value, _Q.unpack_from(key, len(key) - 8)[0], JobState.PENDING)
-            qkey = key[1:-8]
-            txn.put(rank_key(qkey, e.priority, e.ready_at, e.seq, e.interrupted), value, db=ready)
+        """Format 2 -> 3: index every pending job by rank and every delayed one by due time
+        (in the transaction that opens)."""
+        for state in (JobState.PENDING, JobState.DELAYED):
+            prefix = CODES[state]
+            cur = txn.cursor(db=self.dbs["states"])
+            if not cur.set_range(prefix):
+                continue
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    break
+                e = decode_live(value, _Q.unpack_from(key, len(key) - 8)[0], state)
+                qkey = key[1:-8]
+                if state is JobState.PENDING:
+                    txn.put(rank_key(qkey, e.priority, e.ready_at, e.seq, e.interrupted),
+                            value, db=self.dbs["ready"])
+                else:
+                    txn.put(due_key(qkey, e.ready_at, e.seq), value, db=self.dbs["sched"])
 
     def _last_seq(self) -> int:
         with self.env.begin(db=self.dbs["log"]) as txn:
@@ -436,13 +455,19 @@ class Journal:
         qkey = _qkey(new.queue)
         seq = _Q.pack(new.seq)
         live = state not in _TERMINAL
-        pending = JobState.PENDING
+        pending, delayed = JobState.PENDING, JobState.DELAYED
         if old is not None and old.state is pending:
             old_rank = _record_rank_key(old)
             if state is not pending or _record_rank_key(new) != old_rank:
                 txn.delete(old_rank, db=self._ready_db)
+        elif old is not None and old.state is delayed:
+            old_due = _record_due_key(old)
+            if state is not delayed or _record_due_key(new) != old_due:
+                txn.delete(old_due, db=self._sched_db)
         if state is pending:
             txn.put(_record_rank_key(new), encode_live(new), db=self._ready_db)
+        elif state is delayed:
+            txn.put(_record_due_key(new), encode_live(new), db=self._sched_db)
         if old is not None:
             if old.state is state:
                 if live:  # same key; its scheduling fields may have changed
@@ -577,21 +602,36 @@ class Journal:
         qkey = _qkey(queue)
         prefix = qkey + _WAITING
         start = prefix if after is None else rank_key(qkey, *after)
+        return self._page(self._ready_db, prefix, start, after is not None, limit,
+                          JobState.PENDING)
+
+    def delayed_entries(self, queue: str, after: tuple[float, int] | None, limit: int
+                        ) -> list[LiveEntry]:
+        """The first ``limit`` delayed jobs of ``queue`` by due time (then enqueue order) after
+        ``after`` (a ``(due, seq)``; None: from the first); fewer where the index runs out."""
+        qkey = _qkey(queue)
+        start = qkey if after is None else due_key(qkey, *after)
+        return self._page(self._sched_db, qkey, start, after is not None, limit,
+                          JobState.DELAYED)
+
+    def _page(self, db: Any, prefix: bytes, start: bytes, skip_start: bool, limit: int,
+              state: JobState) -> list[LiveEntry]:
+        """Up to ``limit`` live entries of an index, from key ``start`` (excluded where
+        ``skip_start``) while keys begin with ``prefix``."""
         out: list[LiveEntry] = []
         if limit <= 0:
             return out
         unpack = _Q.unpack_from
-        pending = JobState.PENDING
-        with self.env.begin(db=self._ready_db) as txn:
+        with self.env.begin(db=db) as txn:
             cur = txn.cursor()
             if not cur.set_range(start):
                 return out
-            if after is not None and cur.key() == start and not cur.next():
+            if skip_start and cur.key() == start and not cur.next():
                 return out
             for key, value in cur:
                 if not key.startswith(prefix):
                     break
-                out.append(decode_live(value, unpack(key, len(key) - 8)[0], pending))
+                out.append(decode_live(value, unpack(key, len(key) - 8)[0], state))
                 if len(out) >= limit:
                     break
         return out
@@ -599,17 +639,7 @@ class Journal:
     def interrupted_entries(self, queue: str) -> list[LiveEntry]:
         """The pending jobs of ``queue`` whose last attempt was interrupted (not decided yet)."""
         prefix = _qkey(queue) + _INTERRUPTED
-        unpack = _Q.unpack_from
-        out: list[LiveEntry] = []
-        with self.env.begin(db=self._ready_db) as txn:
-            cur = txn.cursor()
-            if cur.set_range(prefix):
-                for key, value in cur:
-                    if not key.startswith(prefix):
-                        break
-                    out.append(decode_live(value, unpack(key, len(key) - 8)[0],
-                                           JobState.PENDING))
-        return out
+        return self._page(self._ready_db, prefix, prefix, False, 1 << 62, JobState.PENDING)
 
     def running(self, *, before_epoch: int | None = None) -> list[JobRecord]:
         """Running jobs of every queue (started in an epoch before ``before_epoch``, if given)."""

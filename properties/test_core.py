@@ -115,6 +115,11 @@ class CoreMachine(RuleBasedStateMachine):
         return sorted((j for j in self._in("ready") if j.id not in self.core.jobs),
                       key=MJob.key)
 
+    def _spilled_delayed(self) -> list[MJob]:
+        """Delayed jobs the core left in the (modelled) index of delayed jobs, by due time."""
+        return sorted((j for j in self._in("delayed") if j.id not in self.core.jobs),
+                      key=lambda j: (j.due, j.seq))
+
     def _rebalance(self) -> None:
         """What the queue actor does after every round: shed, then refill a chunk at a time
         (one chunk a round; a round follows while jobs came in) from the index."""
@@ -131,6 +136,16 @@ class CoreMachine(RuleBasedStateMachine):
                           exhausted=len(entries) < want)
             for j in entries:
                 if j.blocked:  # its thread still runs: the actor blocks it as it comes in
+                    core.block(j.id)
+        while want := min(core.refill_wanted("delayed", self.now), self.chunk):
+            after = core.delayed_horizon
+            entries = [j for j in self._spilled_delayed()
+                       if after is None or (j.due, j.seq) > after][:want]
+            core.refilled([_core.CoreJob(j.id, j.priority, j.seq, j.due, j.attempts,
+                                         j.max_attempts, due=j.due) for j in entries],
+                          len(entries) < want, "delayed")
+            for j in entries:
+                if j.blocked:
                     core.block(j.id)
 
     def _promote(self) -> None:
@@ -270,12 +285,12 @@ class CoreMachine(RuleBasedStateMachine):
             return
         job_id = sorted(self.jobs)[index % len(self.jobs)]
         model = self.jobs[job_id]
-        was_spilled = model.state == "ready" and job_id not in self.core.jobs
+        was_spilled = model.state in ("ready", "delayed") and job_id not in self.core.jobs
         where = self.core.cancel(job_id)
         if was_spilled:
-            # spilled: the actor finds it pending in the journal and cancels it there
+            # spilled: the actor finds it waiting in the journal and cancels it there
             assert where is None, where
-            self.core.forget_spilled()
+            self.core.forget_spilled(model.state)
             model.state = "done"
             model.blocked = False
             return
@@ -319,14 +334,22 @@ class CoreMachine(RuleBasedStateMachine):
         core = self.core
         live = {j.id: j for j in self._in("delayed", "ready", "running")}
         spilled = {j.id for j in self._spilled()}
+        spilled_delayed = {j.id for j in self._spilled_delayed()}
+        assert core.delayed_spilled == len(spilled_delayed), (core.delayed_spilled,
+                                                              spilled_delayed)
+        for job_id in spilled_delayed:
+            model = self.jobs[job_id]
+            assert core.delayed_horizon is not None
+            assert (model.due, model.seq) > core.delayed_horizon, f"{job_id} before horizon"
+        spilled |= spilled_delayed
         assert core.jobs.keys() <= live.keys(), f"core holds {sorted(core.jobs)} {sorted(live)}"
         assert set(core.jobs) | spilled == set(live), (
             f"core holds {sorted(core.jobs)} and spilled {sorted(spilled)}, model {sorted(live)}")
-        assert core.spilled == len(spilled), f"core counts {core.spilled} spilled, {spilled}"
-        if spilled:
+        assert core.spilled == len(spilled - spilled_delayed), f"{core.spilled} vs {spilled}"
+        if spilled - spilled_delayed:
             assert core.window is not None, "spilled without a window"
             assert core.horizon is not None
-            for job_id in spilled:
+            for job_id in spilled - spilled_delayed:
                 assert self.jobs[job_id].key() > core.horizon, f"spilled {job_id} before horizon"
         for job_id, model in live.items():
             if job_id in spilled:
@@ -352,8 +375,11 @@ class CoreMachine(RuleBasedStateMachine):
     def wakes_at_the_earliest_due_time(self) -> None:
         if self.core is None:
             return
-        dues = [j.due for j in self._in("delayed")]
-        assert self.core.next_wakeup() == (min(dues) if dues else None)
+        held = [j.due for j in self._in("delayed") if j.id in self.core.jobs]
+        assert self.core.next_wakeup() == (min(held) if held else None)
+        # a delayed job left to the index is due no earlier than every one held
+        for job in self._spilled_delayed():
+            assert not held or job.due >= max(held), f"{job.id} due before a held one"
 
 
 TestQueueCore = CoreMachine.TestCase

@@ -395,6 +395,13 @@ class JournalMachine(RuleBasedStateMachine):
             for i, e in enumerate(waiting):  # read on from any entry, a page at a time
                 after = (e.priority, e.ready_at, e.seq)
                 assert self.journal.ready_entries(queue, after, 2) == waiting[i + 1:i + 3]
+            delayed = sorted((r for r in live if r.state is S.DELAYED),
+                             key=lambda r: (r.ready_at, r.seq))
+            by_due = [_model.LiveEntry.from_record(r) for r in delayed]
+            assert self.journal.delayed_entries(queue, None, len(IDS) + 1) == by_due
+            for i, e in enumerate(by_due):
+                after = (e.ready_at, e.seq)
+                assert self.journal.delayed_entries(queue, after, 2) == by_due[i + 1:i + 3]
             assert self.journal.interrupted_entries(queue) == [
                 _model.LiveEntry.from_record(r) for r in pending if r.interrupted]
             assert self.journal.list(queue) == mine, f"list({queue!r})"

@@ -18,6 +18,7 @@ import trio.testing
 import actorq
 from actorq import JobState
 from actorq._actor import QueueActor
+from actorq._clock import wall_now
 from actorq._journal import _Q, Journal
 from actorq._model import Enqueued, JobRecord, Started
 from tests.support import run
@@ -223,3 +224,89 @@ def test_a_format_2_journal_gets_its_ready_index_at_open(journal_path):
         assert journal.ready_entries("q", None, 100) == expected
     with Journal(journal_path, sync=False) as journal:  # and once only
         assert journal.ready_entries("q", None, 100) == expected
+
+
+def test_delayed_jobs_beyond_the_window_start_at_their_due_times(journal_path):
+    rng = random.Random(3)
+    delays = [rng.randrange(1, 500) for _ in range(60)]
+    started, most_held = {}, []
+
+    async def handler(job):
+        started[job.payload] = trio.current_time() - t0
+        most_held.append(len(q._actor.core.jobs))
+
+    async def main():
+        nonlocal q, t0
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler, concurrency=2)
+            t0 = trio.current_time()
+            for i, delay in enumerate(delays):
+                await q.enqueue(i, delay=delay)
+                most_held.append(len(q._actor.core.jobs))
+            assert q.statistics().delayed == 60
+            await q.join()
+
+    q, t0 = None, 0.0
+    run(main)
+    assert started == {i: float(d) for i, d in enumerate(delays)}
+    assert max(most_held) <= 2 * WINDOW + 1  # bounded by the window, not the 60 delayed
+
+
+def test_a_reopened_delayed_backlog_partly_overdue_runs_in_priority_order(journal_path):
+    """After downtime, every overdue job is ranked with the others (priority first), however
+    far beyond the window it was; the ones not due yet start at their due times."""
+    async def build():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler)
+            for i in range(30):
+                await q.enqueue(("low", i), delay=10 + i, priority="low")
+            for i in range(30):
+                await q.enqueue(("high", i), delay=40 + i, priority="high")
+            for i in range(5):
+                await q.enqueue(("later", i), delay=1000 + i)
+
+    started = []
+
+    async def handler(job):
+        started.append((tuple(job.payload), trio.current_time() - t0))
+
+    async def reopen():
+        nonlocal t0
+        wall_now()  # virtual wall time starts now, and moves with the sleep
+        t0 = trio.current_time()
+        await trio.sleep(100)  # down for 100 s: everything but "later" is overdue
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler)
+            stats = q.statistics()
+            assert stats.ready + stats.delayed + stats.running == 65
+            await q.join()
+
+    t0 = 0.0
+    run(build)
+    run(reopen)
+    order = [payload for payload, _t in started]
+    assert order == ([("high", i) for i in range(30)] + [("low", i) for i in range(30)]
+                     + [("later", i) for i in range(5)])
+    # at their due times (the two runs' virtual wall clocks start a few real ms apart)
+    assert all(abs(t - (1000.0 + i)) < 0.5 for i, (_p, t) in enumerate(started[-5:]))
+    assert all(t < 100.5 for _p, t in started[:-5])  # the overdue ones at once
+
+
+def test_cancel_a_delayed_job_beyond_the_window(journal_path):
+    started = []
+
+    async def handler(job):
+        started.append(job.payload)
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", handler)
+            ids = [await q.enqueue(i, delay=10 + i) for i in range(30)]
+            await trio.testing.wait_all_tasks_blocked()
+            assert ids[25] not in q._actor.core.jobs  # spilled: only in the journal
+            assert await q.cancel(ids[25]) is True
+            assert q.statistics().delayed == 29
+            await q.join()
+
+    run(main)
+    assert started == [i for i in range(30) if i != 25]
