@@ -327,8 +327,8 @@ class QueueStatistics:
     name: str
     concurrency: int
     paused: bool
-    ready: int  # pending jobs waiting for a slot
-    delayed: int
+    ready: int  # pending jobs waiting for a slot (those beyond the in-memory window included)
+    delayed: int  # (likewise)
     running: int
     restarts: dict[str, int]  # actor name -> times it was restarted
     last_crash: CrashInfo | None
