@@ -81,33 +81,66 @@ class QueueSpec:
 # Messages
 
 
-@attrs.define(eq=False)
 class Reply:
-    """A one-shot answer slot: the actor sets it after the commit it depends on."""
+    """A one-shot answer slot: the actor sets it after the commit it depends on. One task at a
+    time may wait for it (:meth:`get`, cancellable)."""
 
-    _event: trio.Event = attrs.field(factory=trio.Event)
-    value: Any = None
-    error: BaseException | None = None
+    __slots__ = ("_done", "_task", "value", "error")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._task: trio.lowlevel.Task | None = None
+        self.value: Any = None
+        self.error: BaseException | None = None
 
     @property
     def done(self) -> bool:
-        return self._event.is_set()
+        return self._done
+
+    def _wake(self) -> None:
+        self._done = True
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
 
     def set(self, value: Any) -> None:
-        if not self.done:
+        if not self._done:
             self.value = value
-            self._event.set()
+            self._wake()
 
     def fail(self, error: BaseException) -> None:
-        if not self.done:
+        if not self._done:
             self.error = error
-            self._event.set()
+            self._wake()
 
     async def get(self) -> Any:
-        await self._event.wait()
+        if self._done:
+            await trio.lowlevel.checkpoint()
+        else:
+            assert self._task is None, "one task at a time waits for a Reply"
+            self._task = trio.lowlevel.current_task()
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                self._task = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
         if self.error is not None:
             raise self.error
         return self.value
+
+
+class _NoReply(Reply):
+    """For a request whose sender does not wait for the answer."""
+
+    __slots__ = ()
+
+    def _wake(self) -> None:
+        pass
+
+
+_NO_REPLY = _NoReply()
 
 
 @attrs.frozen
@@ -861,6 +894,13 @@ class QueueActor:
             else:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._watch_thread, rec.id, thread_returned)
+        if job is None or not (hooks.on_success or hooks.on_cancel or hooks.on_error
+                               or hooks.on_failure):
+            # No hook waits for the outcome: hand it to the queue actor and move on (the actor
+            # journals it, in order, before anything sent after it, a stop included).
+            self.send(OutcomeMsg(generation, rec.id, rec.attempts, kind, result, error,
+                                 rec.payload, _NO_REPLY))
+            return
         reply = Reply()
         self.send(OutcomeMsg(generation, rec.id, rec.attempts, kind, result, error, rec.payload,
                              reply))
@@ -873,7 +913,7 @@ class QueueActor:
             # The queue actor crashed before the outcome was durable. Its supervisor is
             # stopping this incarnation's workers too: wait for that, it is not our crash.
             await trio.sleep_forever()
-        if outcome is None or job is None:
+        if outcome is None:
             return
         what, _new = outcome
         if what == "completed":

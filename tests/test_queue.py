@@ -8,6 +8,7 @@ import threading
 import attrs
 import pytest
 import trio
+import trio.testing
 
 import actorq
 from actorq import JobState
@@ -427,3 +428,58 @@ def test_generated_ids_are_unique_and_sort_in_creation_order(journal_path):
             assert ids == sorted(ids)
 
     run(main)
+
+
+@pytest.mark.parametrize("durability", ["os", "fsync"])
+def test_an_outcome_sent_without_waiting_is_journaled_before_the_runtime_stops(
+        journal_path, durability):
+    # With no hook to run, a worker hands its job's outcome to the queue actor and moves on
+    # without waiting for it to be durable; a stop right after must still journal it.
+    returned = trio.Event()
+    ids = []
+
+    async def handler(job):
+        returned.set()
+        return job.payload * 2
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability=durability):
+            q = await actorq.spawn_queue("q", handler)
+            ids.append(await q.enqueue(21))
+            await returned.wait()
+        async with actorq.open_runtime(journal_path, durability=durability) as rt:
+            info = await rt.status(ids[0])
+            assert info.state is JobState.COMPLETED and info.attempts == 1
+            assert info.result == 42
+
+    run(main)
+
+
+def test_a_reply_wakes_its_waiter_once_and_survives_a_cancelled_wait():
+    from actorq._actor import Reply
+
+    async def main():
+        r = Reply()
+        with trio.move_on_after(1) as scope:
+            await r.get()
+        assert scope.cancelled_caught and not r.done
+        r.set(1)
+        r.set(2)  # a reply is answered once
+        assert r.done and await r.get() == 1
+        r2 = Reply()
+        got = []
+
+        async def waiter():
+            try:
+                await r2.get()
+            except KeyError as exc:
+                got.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            r2.fail(KeyError("x"))
+            r2.set(3)
+        assert len(got) == 1 and r2.value is None
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
