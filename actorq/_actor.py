@@ -456,9 +456,10 @@ class QueueActor:
                     break
             rnd = _Round()
             now = trio.current_time()
+            wall = to_wall(now)
             try:
                 for msg in msgs:
-                    self._handle(msg, rnd, now)
+                    self._handle(msg, rnd, now, wall)
                 await self._finish_round(rnd)
             except BaseException as exc:
                 error = exc if isinstance(exc, Exception) else RuntimeError("the queue stopped")
@@ -545,8 +546,10 @@ class QueueActor:
 
     # ---- messages
 
-    def _handle(self, msg: Any, rnd: _Round, now: float) -> None:
-        wall = to_wall(now)
+    def _handle(self, msg: Any, rnd: _Round, now: float, wall: float | None = None) -> None:
+        """Feed one message to the core (``wall``: ``to_wall(now)``, read once per round)."""
+        if wall is None:
+            wall = to_wall(now)
         reply = getattr(msg, "reply", None)
         if reply is not None:
             rnd.replies.append(reply)
@@ -662,8 +665,11 @@ class QueueActor:
         if msg.kind == "ok":
             self.core.succeeded(msg.job_id)
             rnd.finished = True
-            rnd.add(Succeeded(msg.job_id, wall, msg.result),
-                    lambda rec: msg.reply.set(rec and ("completed", rec)))
+            if msg.reply is _NO_REPLY:  # the worker does not wait for the outcome
+                rnd.add(Succeeded(msg.job_id, wall, msg.result))
+            else:
+                rnd.add(Succeeded(msg.job_id, wall, msg.result),
+                        lambda rec: msg.reply.set(rec and ("completed", rec)))
             for reply in cancels:  # it finished before the cancel could stop it
                 rnd.after.append(partial(reply.set, False))
         elif msg.kind == "cancelled" or cancels:
@@ -857,7 +863,8 @@ class QueueActor:
         scope = trio.CancelScope()
         thread_returned: trio.Event | None = None
         if job is not None:
-            await call_hook(hooks.on_start, job)
+            if hooks.on_start is not None:
+                await call_hook(hooks.on_start, job)
             if timeout is not None:
                 scope.deadline = trio.current_time() + timeout
             self._scopes[rec.id] = scope
