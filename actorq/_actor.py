@@ -280,6 +280,18 @@ class _WorkerSlot:
     index: int
     current: JobRecord | None = None
     crash: BaseException | None = None
+    attempt: _Attempt | None = None  # the attempt whose handler is running
+    done: tuple[Any, ...] | None = None  # an ended attempt to report outside its used-up scope
+
+
+@attrs.define(eq=False)
+class _Attempt:
+    """A running attempt, for its worker to end should a cancel or its timeout stop it."""
+
+    rec: JobRecord
+    job: Job
+    timeout: float | None
+    thread_returned: trio.Event | None = None
 
 
 def core_job(rec: JobRecord | LiveEntry, offset: float | None = None) -> CoreJob:
@@ -843,14 +855,65 @@ class QueueActor:
                 self._crashed(f"worker {slot.index}", exc)
 
     async def _worker(self, slot: _WorkerSlot, generation: int) -> None:
-        async for rec in self._dispatch_recv:
+        # One cancel scope serves this worker's attempts until a cancel or a timeout uses it
+        # up (entering a fresh scope per attempt costs as much as the rest of a no-op job).
+        slot.attempt = slot.done = None
+        while True:
+            scope = trio.CancelScope()
+            closed = False
+            with scope:
+                closed = await self._attempts(slot, generation, scope)
+            attempt, slot.attempt = slot.attempt, None
+            done, slot.done = slot.done, None
+            if done is not None:
+                await self._attempt_done(*done)
+                slot.current = None
+            if attempt is not None and scope.cancelled_caught:
+                # A cancel or the timeout stopped the handler: the attempt ends here.
+                rec = attempt.rec
+                if rec.id in self._cancel_requested:
+                    kind, error = "cancelled", None
+                else:
+                    kind, error = "error", JobTimeout(
+                        f"attempt {rec.attempts} timed out after {attempt.timeout}s")
+                await self._attempt_done(rec, attempt.job, generation, kind, None, error, None,
+                                         attempt.thread_returned)
+                slot.current = None
+            if closed:
+                return  # pragma: no cover - the dispatch channel never closes
+
+    async def _attempts(self, slot: _WorkerSlot, generation: int, scope: trio.CancelScope
+                        ) -> bool:
+        """Run attempts under ``scope`` until one is stopped by it (its handler raises
+        Cancelled out of here) or it was cancelled meanwhile; True once the dispatch channel
+        is closed."""
+        recv = self._dispatch_recv
+        while True:
+            try:
+                rec = recv.receive_nowait()
+            except trio.WouldBlock:
+                try:
+                    rec = await recv.receive()
+                except trio.EndOfChannel:  # pragma: no cover - the channel never closes
+                    return True
+            except trio.EndOfChannel:  # pragma: no cover - the channel never closes
+                return True
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
             slot.current = rec
             if self.injected_crashes:
                 raise self.injected_crashes.pop(0)
-            await self._run_attempt(rec, generation)
+            await self._run_attempt(rec, generation, slot, scope)
+            if scope.cancel_called:  # used up: a fresh scope for the next attempt
+                return False
             slot.current = None
 
-    async def _run_attempt(self, rec: JobRecord, generation: int) -> None:
+    async def _run_attempt(self, rec: JobRecord, generation: int, slot: _WorkerSlot,
+                           scope: trio.CancelScope) -> None:
+        """Run one attempt, its handler under the worker's ``scope`` (registered for the job
+        while the handler runs, with the attempt's deadline). Where the scope stops the
+        handler, trio.Cancelled leaves here with ``slot.attempt`` set: :meth:`_worker` ends it.
+        """
         spec = self.spec
         hooks = spec.hooks
         kind, result, error, value = "ok", None, None, None
@@ -859,42 +922,50 @@ class QueueActor:
             job = self._job(rec)
         except Exception as exc:  # a journaled payload that no longer fits payload_type
             kind, error = "error", exc
-        timeout = rec.timeout if rec.timeout is not None else spec.timeout
-        scope = trio.CancelScope()
         thread_returned: trio.Event | None = None
         if job is not None:
             if hooks.on_start is not None:
                 await call_hook(hooks.on_start, job)
+            timeout = rec.timeout if rec.timeout is not None else spec.timeout
+            slot.attempt = attempt = _Attempt(rec, job, timeout)
             if timeout is not None:
                 scope.deadline = trio.current_time() + timeout
             self._scopes[rec.id] = scope
             if rec.id in self._cancel_requested:
                 scope.cancel()
             try:
-                with scope:
-                    try:
-                        if spec.is_sync:
-                            # Tracked by the queue (not this worker): a thread abandoned on a
-                            # timeout, a cancel or a restart blocks the job's next attempt
-                            # until it returns, whichever incarnation runs it.
-                            thread_returned = self._threads[rec.id] = trio.Event()
-                            value = await trio.to_thread.run_sync(
-                                _call_in_thread, spec.handler, job,
-                                trio.lowlevel.current_trio_token(), thread_returned.set,
-                                abandon_on_cancel=True, limiter=self.limiter)
-                        else:
-                            value = await spec.handler(job)
-                        result = normalize(value, "handler result")
-                    except Exception as exc:
-                        kind, error = "error", exc
+                try:
+                    if spec.is_sync:
+                        # Tracked by the queue (not this worker): a thread abandoned on a
+                        # timeout, a cancel or a restart blocks the job's next attempt
+                        # until it returns, whichever incarnation runs it.
+                        thread_returned = attempt.thread_returned = self._threads[rec.id] = (
+                            trio.Event())
+                        value = await trio.to_thread.run_sync(
+                            _call_in_thread, spec.handler, job,
+                            trio.lowlevel.current_trio_token(), thread_returned.set,
+                            abandon_on_cancel=True, limiter=self.limiter)
+                    else:
+                        value = await spec.handler(job)
+                    result = normalize(value, "handler result")
+                except Exception as exc:
+                    kind, error = "error", exc
             finally:
                 self._scopes.pop(rec.id, None)
-            if scope.cancelled_caught:
-                if rec.id in self._cancel_requested:
-                    kind = "cancelled"
-                else:
-                    kind, error = "error", JobTimeout(
-                        f"attempt {rec.attempts} timed out after {timeout}s")
+                if timeout is not None:
+                    scope.deadline = math.inf
+            slot.attempt = None
+        done = (rec, job, generation, kind, result, error, value, thread_returned)
+        if scope.cancel_called:  # too late to stop the handler: report outside the scope
+            slot.done = done
+            return
+        await self._attempt_done(*done)
+
+    async def _attempt_done(self, rec: JobRecord, job: Job | None, generation: int, kind: str,
+                            result: Any, error: BaseException | None, value: Any,
+                            thread_returned: trio.Event | None) -> None:
+        """Report an attempt's outcome to the queue actor; run the hooks that wait for it."""
+        hooks = self.spec.hooks
         if thread_returned is not None:
             if thread_returned.is_set():
                 self._threads.pop(rec.id, None)

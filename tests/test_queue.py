@@ -483,3 +483,61 @@ def test_a_reply_wakes_its_waiter_once_and_survives_a_cancelled_wait():
         assert len(got) == 1 and r2.value is None
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_worker_runs_on_after_a_timeout_and_a_cancel_with_hooks_intact(journal_path):
+    # concurrency=1: one worker, whose cancel scope a timeout and a cancel use up in turn
+    events = []
+    held = {}
+
+    async def handler(job):
+        if job.payload == "cancel-me":
+            # the cancel lands after the handler returned (no checkpoint in between): too late
+            # to stop it; the job completes and its on_success hook is not cancelled
+            held["queue"]._actor._scopes[job.id].cancel()
+            return "done anyway"
+        if job.payload in ("slow", "cancelled"):
+            await trio.sleep(10)
+        return job.payload
+
+    async def on_success(job, result):
+        await trio.sleep(1)
+        events.append(("ok", job.payload, result))
+
+    async def on_error(job, exc):
+        await trio.sleep(1)
+        events.append(("error", job.payload, type(exc).__name__))
+
+    async def on_cancel(job):
+        await trio.sleep(1)
+        events.append(("cancel", job.payload))
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+            queue = held["queue"] = await actorq.spawn_queue(
+                "q", handler, timeout=5,
+                hooks=actorq.Hooks(on_success=on_success, on_error=on_error,
+                                   on_cancel=on_cancel))
+            slow = await queue.enqueue("slow")
+            a = await queue.enqueue("a")
+            late = await queue.enqueue("cancel-me")
+            b = await queue.enqueue("b")
+            with pytest.raises(actorq.JobFailed):
+                await queue.wait(slow)
+            assert await queue.wait(a) == "a"
+            assert await queue.wait(late) == "done anyway"
+            assert await queue.wait(b) == "b"
+            cancelled = await queue.enqueue("cancelled")
+            await trio.sleep(1)
+            assert await queue.cancel(cancelled) is True
+            c = await queue.enqueue("c")
+            assert await queue.wait(c) == "c"
+            await queue.join()
+            await trio.sleep(2)
+            assert (await queue.status(slow)).error.startswith("JobTimeout: attempt 1 timed out")
+            assert rt.queues["q"].crashes.restarts == {}  # no worker crashed on the way
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert events == [("error", "slow", "JobTimeout"), ("ok", "a", "a"),
+                      ("ok", "cancel-me", "done anyway"), ("ok", "b", "b"),
+                      ("cancel", "cancelled"), ("ok", "c", "c")]
