@@ -459,8 +459,11 @@ class QueueActor:
             wake = self.core.next_wakeup(trio.current_time())
             deadline = math.inf if wake is None else wake
             msgs = []
-            with trio.move_on_at(deadline):
+            if wake is None:  # nothing to wake up for but a message (no cancel scope needed)
                 msgs.append(await self._inbox.receive())
+            else:
+                with trio.move_on_at(deadline):
+                    msgs.append(await self._inbox.receive())
             while True:
                 try:
                     msgs.append(self._inbox.receive_nowait())
@@ -536,8 +539,7 @@ class QueueActor:
         if rnd.events:
             retention = {self.name: self.spec.retention} if rnd.finished else None
             # Shielded: once submitted, a commit happens; its callers must hear how it went.
-            with trio.CancelScope(shield=True):
-                records = await self.runtime.writer.commit(rnd.events, retention)
+            records = await self.runtime.writer.commit(rnd.events, retention, shield=True)
             for index, callback in rnd.on_record:
                 callback(records[index])
         elif rnd.finished:

@@ -51,14 +51,20 @@ class _Submission:
             if task is not None:
                 trio.lowlevel.reschedule(task)
 
-    async def wait(self) -> None:
-        """Until :meth:`finish` (cancellable; the commit goes on regardless)."""
+    async def wait(self, shield: bool = False) -> None:
+        """Until :meth:`finish` (cancellable unless ``shield``; the commit goes on
+        regardless)."""
         if self.finished:
-            await trio.lowlevel.checkpoint()
+            if shield:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            else:
+                await trio.lowlevel.checkpoint()
             return
         self._task = trio.lowlevel.current_task()
 
         def abort(_: object) -> trio.lowlevel.Abort:
+            if shield:
+                return trio.lowlevel.Abort.FAILED
             self._task = None
             return trio.lowlevel.Abort.SUCCEEDED
 
@@ -114,11 +120,16 @@ class Writer:
         return WriterStatistics(self._commits, self._transitions, self._largest)
 
     async def commit(
-        self, events: Sequence[Event], retention: Mapping[str, Retention] | None = None
+        self, events: Sequence[Event], retention: Mapping[str, Retention] | None = None,
+        *, shield: bool = False,
     ) -> Records:
-        """Journal ``events`` durably; their new records (None where a transition was refused)."""
+        """Journal ``events`` durably; their new records (None where a transition was refused).
+
+        ``shield``: not cancellable at all (as inside a shielded cancel scope, without the
+        cost of one): the caller hears how the commit went."""
         if not self.fsync:
-            await trio.lowlevel.checkpoint_if_cancelled()
+            if not shield:
+                await trio.lowlevel.checkpoint_if_cancelled()
             try:
                 results = self._commit_now(events, retention)
             except Exception as exc:
@@ -132,7 +143,7 @@ class Writer:
         self._pending.append(sub)
         if self._inflight is None:
             self._write_next()
-        await sub.wait()
+        await sub.wait(shield)
         if sub.error is not None:
             raise sub.error
         assert sub.results is not None

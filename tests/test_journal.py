@@ -978,3 +978,27 @@ def test_open_runtime_leaves_no_writer_thread_running(journal_path):
 
     run(main)
     assert not any(t.name == "actorq journal writer" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("durability", ["os", "fsync"])
+def test_a_shielded_commit_returns_its_records_to_a_cancelled_caller(journal_path, durability):
+    async def main():
+        async with actorq.open_runtime(journal_path, durability=durability) as rt:
+            got = []
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                got.append(await rt.writer.commit([Enqueued(record("s1"))], shield=True))
+                await trio.lowlevel.checkpoint()  # the cancel lands here
+                got.append("not reached")
+            assert scope.cancelled_caught
+            assert len(got) == 1 and got[0][0].id == "s1"
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await rt.writer.commit([Enqueued(record("s2"))])
+            assert scope.cancelled_caught
+            await rt.writer.commit([Enqueued(record("s3"))])  # written after s2's
+            assert rt.journal.get("s1") is not None and rt.journal.get("s3") is not None
+            # a cancelled fsync commit goes on regardless ("os": checked before it starts)
+            assert (rt.journal.get("s2") is None) == (durability == "os")
+
+    run(main)
