@@ -905,17 +905,17 @@ class QueueActor:
             slot.current = rec
             if self.injected_crashes:
                 raise self.injected_crashes.pop(0)
-            await self._run_attempt(rec, generation, slot, scope)
-            if scope.cancel_called:  # used up: a fresh scope for the next attempt
-                return False
+            if await self._run_attempt(rec, generation, slot, scope):
+                return False  # the scope is used up: a fresh one for the next attempt
             slot.current = None
 
     async def _run_attempt(self, rec: JobRecord, generation: int, slot: _WorkerSlot,
-                           scope: trio.CancelScope) -> None:
+                           scope: trio.CancelScope) -> bool:
         """Run one attempt, its handler under the worker's ``scope`` (registered for the job
         while the handler runs, with the attempt's deadline). Where the scope stops the
         handler, trio.Cancelled leaves here with ``slot.attempt`` set: :meth:`_worker` ends it.
-        """
+        Returns whether the scope was cancelled meanwhile (used up; the attempt is then left
+        in ``slot.done`` for the worker to report outside it)."""
         spec = self.spec
         hooks = spec.hooks
         kind, result, error, value = "ok", None, None, None
@@ -957,11 +957,12 @@ class QueueActor:
                 if timeout is not None:
                     scope.deadline = math.inf
             slot.attempt = None
-        done = (rec, job, generation, kind, result, error, value, thread_returned)
-        if scope.cancel_called:  # too late to stop the handler: report outside the scope
-            slot.done = done
-            return
-        await self._attempt_done(*done)
+        if job is not None and scope.cancel_called:  # too late to stop the handler:
+            slot.done = (rec, job, generation, kind, result, error, value, thread_returned)
+            return True  # ... report it outside the scope
+        await self._attempt_done(rec, job, generation, kind, result, error, value,
+                                 thread_returned)
+        return False
 
     async def _attempt_done(self, rec: JobRecord, job: Job | None, generation: int, kind: str,
                             result: Any, error: BaseException | None, value: Any,

@@ -26,6 +26,7 @@ from ._actor import (
     PauseMsg,
     QueueActor,
     QueueSpec,
+    Reply,
 )
 from ._clock import from_wall, to_wall, wall_now
 from ._codec import check_structures, normalize
@@ -351,16 +352,19 @@ class Queue:
                              f"(queue {self.name!r} has none)")
         delayed = due is not None and due > now
         ready_at = due if delayed else now
+        # positional, in field order (keywords cost more per call; this runs per enqueue):
+        # id, queue, state, payload, priority, seq, created_at, ready_at, run_at, attempts,
+        # max_attempts, timeout, started_at, finished_at, result, error, superseded_by, epoch,
+        # interrupted, debounce_key
         record = JobRecord(
-            id=job_id, queue=self.name,
-            state=JobState.DELAYED if delayed else JobState.PENDING,
-            payload=stored, priority=prio, seq=0, created_at=wall,
-            ready_at=wall + (ready_at - now), run_at=wall + (due - now) if delayed else None,
-            max_attempts=max_attempts, timeout=timeout, debounce_key=key,
+            job_id, self.name, JobState.DELAYED if delayed else JobState.PENDING, stored, prio,
+            0, wall, wall + (ready_at - now),
+            wall + (due - now) if delayed else None,  # type: ignore[operator]
+            0, max_attempts, timeout, None, None, None, None, None, 0, False, key,
         )
-        core = CoreJob(id=job_id, priority=prio, seq=0, ready_at=ready_at,
-                       max_attempts=max_attempts, timeout=timeout,
-                       due=due if delayed else None, key=key)
+        # id, priority, seq, ready_at, attempts, max_attempts, timeout, where, due, key
+        core = CoreJob(job_id, prio, 0, ready_at, 0, max_attempts, timeout, "ready",
+                       due if delayed else None, key)
         return NewJob(record, core, given)
 
     async def enqueue(
@@ -380,7 +384,9 @@ class Queue:
         new = self._new_job(payload, priority=priority, delay=delay, run_at=run_at,
                             job_id=job_id, max_attempts=max_attempts, timeout=timeout,
                             debounce_key=debounce_key, now=now, wall=to_wall(now))
-        (job,) = await self._actor.call(lambda reply: EnqueueMsg([new], reply))
+        reply = Reply()
+        self._actor.send(EnqueueMsg([new], reply))
+        (job,) = await reply.get()
         return job
 
     async def enqueue_batch(self, payloads: Iterable[Any], **options: Any) -> list[str]:
