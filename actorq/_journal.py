@@ -127,21 +127,27 @@ def _own_values(new: JobRecord, payload: bytes, ev: Event) -> None:
 
 class _Ops:
     """Stands in for the write transaction while a commit is prepared: records the puts and
-    deletes (to replay in the real one), reads from a short read transaction, opened at the
-    first read and closed by :meth:`close`."""
+    deletes (to replay in the real one; in parallel lists, not a tuple per operation), reads
+    from a short read transaction, opened at the first read and closed by :meth:`close`."""
 
-    __slots__ = ("env", "ops", "_txn")
+    __slots__ = ("env", "keys", "values", "dbs", "_txn")
 
     def __init__(self, env: lmdb.Environment) -> None:
         self.env = env
-        self.ops: list[tuple[bytes, bytes | None, object]] = []
+        self.keys: list[bytes] = []
+        self.values: list[bytes | None] = []  # None: a delete
+        self.dbs: list[object] = []
         self._txn: lmdb.Transaction | None = None
 
     def put(self, key: bytes, value: bytes, db: object = None) -> None:
-        self.ops.append((key, value, db))
+        self.keys.append(key)
+        self.values.append(value)
+        self.dbs.append(db)
 
     def delete(self, key: bytes, db: object = None) -> None:
-        self.ops.append((key, None, db))
+        self.keys.append(key)
+        self.values.append(None)
+        self.dbs.append(db)
 
     def get(self, key: bytes, db: object = None) -> bytes | None:
         if self._txn is None:
@@ -157,24 +163,29 @@ class _Ops:
 class CommitPlan:
     """A prepared commit (:meth:`Journal.prepare`): what it writes, and what it returns."""
 
-    __slots__ = ("log_db", "log", "ops", "counts", "retention", "now", "next_seq", "results",
-                 "changed", "written_counts")
+    __slots__ = ("first_seq", "log", "job_keys", "job_values", "ops", "counts", "retention",
+                 "now", "results", "changed", "written_counts")
 
-    def __init__(self, log_db: object, log: list[tuple[bytes, bytes]],
-                 ops: list[tuple[bytes, bytes | None, object]], counts: dict[bytes, int],
-                 retention: dict[str, Retention], now: float | None, next_seq: int,
+    def __init__(self, first_seq: int, log: list[bytes], job_keys: list[bytes],
+                 job_values: list[bytes], ops: _Ops, counts: dict[bytes, int],
+                 retention: dict[str, Retention], now: float | None,
                  results: list[JobRecord | None], changed: list[tuple[str, _Entry | None]]
                  ) -> None:
-        self.log_db = log_db
+        self.first_seq = first_seq  # the log entries' sequence numbers follow from it
         self.log = log
+        self.job_keys = job_keys
+        self.job_values = job_values
         self.ops = ops
         self.counts = counts
         self.retention = retention
         self.now = now
-        self.next_seq = next_seq
         self.results = results
         self.changed = changed
         self.written_counts: dict[bytes, int] | None = None
+
+    @property
+    def next_seq(self) -> int:
+        return self.first_seq + len(self.log)
 
 
 class Journal:
@@ -358,7 +369,7 @@ class Journal:
             assert now is not None, "retention needs now"
         results: list[JobRecord | None] = []
         dbs = self.dbs
-        log_db, jobs_db = dbs["log"], dbs["jobs"]
+        jobs_db = dbs["jobs"]
         cache = self._cache
         seq = self._next_seq
         # job id -> (record, encoded payload) as this transaction leaves it (None: no such job)
@@ -366,7 +377,10 @@ class Journal:
         first: dict[str, JobRecord | None] = {}  # job id -> its record before this transaction
         changed: dict[str, None] = {}  # the jobs this transaction wrote, in order
         counts: dict[bytes, int] = {}  # counts written by this transaction: key -> value
-        log: list[tuple[bytes, bytes]] = []
+        first_seq = seq
+        log: list[bytes] = []  # the log entries, keyed first_seq, first_seq + 1, ...
+        job_keys: list[bytes] = []
+        job_values: list[bytes] = []
         ops = _Ops(self.env)
         try:
             for ev in events:
@@ -398,20 +412,23 @@ class Journal:
                     data = encode_event(ev)
                     _own_values(new, payload, ev)
                     results.append(new)
-                log.append((_Q.pack(seq), data))
+                log.append(data)
                 seq += 1
                 current[job_id] = (new, payload)
                 changed[job_id] = None
             deltas: dict[bytes, int] = {}
             for job_id in changed:
                 new, payload = current[job_id]  # type: ignore[misc]
-                ops.put(job_id.encode(), encode_record_with(new, payload), db=jobs_db)
+                job_keys.append(job_id.encode())
+                job_values.append(encode_record_with(new, payload))
                 self._reindex(ops, first[job_id], new, deltas)  # type: ignore[arg-type]
             self._write_counts(ops, deltas, counts)  # type: ignore[arg-type]
         finally:
             ops.close()
-        return CommitPlan(log_db, log, ops.ops, counts, dict(retention or {}), now, seq,
-                          results, [(job_id, current[job_id]) for job_id in changed])
+        assert seq == first_seq + len(log)
+        return CommitPlan(first_seq, log, job_keys, job_values, ops, counts,
+                          dict(retention or {}), now, results,
+                          [(job_id, current[job_id]) for job_id in changed])
 
     def write(self, plan: CommitPlan) -> None:
         """Write ``plan`` in one write transaction and commit it (from any thread, one at a time;
@@ -421,11 +438,16 @@ class Journal:
         counts = dict(plan.counts)
         try:
             with self.env.begin(write=True) as txn:
+                dbs = self.dbs
                 if plan.log:
-                    cur = txn.cursor(db=plan.log_db)
-                    cur.putmulti(plan.log, append=True)
+                    first = plan.first_seq
+                    keys = map(_Q.pack, range(first, first + len(plan.log)))
+                    txn.cursor(db=dbs["log"]).putmulti(zip(keys, plan.log), append=True)
+                if plan.job_keys:
+                    txn.cursor(db=dbs["jobs"]).putmulti(zip(plan.job_keys, plan.job_values))
                 put, delete = txn.put, txn.delete
-                for key, value, db in plan.ops:
+                ops = plan.ops
+                for key, value, db in zip(ops.keys, ops.values, ops.dbs):
                     if value is None:
                         delete(key, db=db)
                     else:
