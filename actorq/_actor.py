@@ -237,17 +237,21 @@ _KICK = KickMsg()
 # ---------------------------------------------------------------------------------------------
 
 
-@attrs.define(eq=False)
 class _Round:
     """What one round decided: events to journal, then what to do once they are durable."""
 
-    events: list[Event] = attrs.field(factory=list)
-    on_record: list[tuple[int, Callable[[JobRecord | None], None]]] = attrs.field(factory=list)
-    after: list[Callable[[], None]] = attrs.field(factory=list)
-    replies: list[Reply] = attrs.field(factory=list)
-    new_ids: set[str] = attrs.field(factory=set)
-    finished: bool = False  # a job reached a terminal state: apply retention
-    stop: bool = False  # the runtime is closing: return once this round is durable
+    __slots__ = ("events", "on_record", "started", "after", "replies", "new_ids", "finished",
+                 "stop")
+
+    def __init__(self, *, finished: bool = False) -> None:
+        self.events: list[Event] = []
+        self.on_record: list[tuple[int, Callable[[JobRecord | None], None]]] = []
+        self.started: list[int] = []  # indexes of the Started events: dispatch once durable
+        self.after: list[Callable[[], None]] = []
+        self.replies: list[Reply] = []
+        self.new_ids: set[str] = set()
+        self.finished = finished  # a job reached a terminal state: apply retention
+        self.stop = False  # the runtime is closing: return once this round is durable
 
     def add(self, ev: Event, on_record: Callable[[JobRecord | None], None] | None = None) -> None:
         if on_record is not None:
@@ -530,8 +534,10 @@ class QueueActor:
         for job_id in self.core.promote_due(now):
             rnd.add(Due(job_id, wall))
         epoch = self.runtime.journal.epoch
+        events, started = rnd.events, rnd.started
         for job in () if self.stopping else self.core.take_startable(now):
-            rnd.add(Started(job.id, wall, job.attempts, epoch), partial(self._on_started, job.id))
+            started.append(len(events))
+            events.append(Started(job.id, wall, job.attempts, epoch))
             if self.debouncer is not None and job.key is not None:
                 self.debouncer.started(job.key, job.id)
         if self.debouncer is not None:
@@ -542,6 +548,14 @@ class QueueActor:
             records = await self.runtime.writer.commit(rnd.events, retention, shield=True)
             for index, callback in rnd.on_record:
                 callback(records[index])
+            dispatch = self._dispatch_send.send_nowait
+            for index in started:
+                rec = records[index]
+                if rec is None:  # refused: another writer ended the job meanwhile
+                    self.core.forget(events[index].id)  # type: ignore[union-attr]
+                    self.send(_KICK)
+                else:
+                    dispatch(rec)
         elif rnd.finished:
             await self.runtime.writer.commit([], {self.name: self.spec.retention})
         for callback in rnd.after:
@@ -550,13 +564,6 @@ class QueueActor:
             for reply in self._joiners:
                 reply.set(None)
             self._joiners.clear()
-
-    def _on_started(self, job_id: str, rec: JobRecord | None) -> None:
-        if rec is None:  # refused: another writer ended the job meanwhile
-            self.core.forget(job_id)
-            self.send(_KICK)
-        else:
-            self._dispatch_send.send_nowait(rec)
 
     # ---- messages
 
