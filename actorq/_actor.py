@@ -81,43 +81,76 @@ class QueueSpec:
 # Messages
 
 
-@attrs.define(eq=False)
 class Reply:
-    """A one-shot answer slot: the actor sets it after the commit it depends on."""
+    """A one-shot answer slot: the actor sets it after the commit it depends on. One task at a
+    time may wait for it (:meth:`get`, cancellable)."""
 
-    _event: trio.Event = attrs.field(factory=trio.Event)
-    value: Any = None
-    error: BaseException | None = None
+    __slots__ = ("_done", "_task", "value", "error")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._task: trio.lowlevel.Task | None = None
+        self.value: Any = None
+        self.error: BaseException | None = None
 
     @property
     def done(self) -> bool:
-        return self._event.is_set()
+        return self._done
+
+    def _wake(self) -> None:
+        self._done = True
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
 
     def set(self, value: Any) -> None:
-        if not self.done:
+        if not self._done:
             self.value = value
-            self._event.set()
+            self._wake()
 
     def fail(self, error: BaseException) -> None:
-        if not self.done:
+        if not self._done:
             self.error = error
-            self._event.set()
+            self._wake()
 
     async def get(self) -> Any:
-        await self._event.wait()
+        if self._done:
+            await trio.lowlevel.checkpoint()
+        else:
+            assert self._task is None, "one task at a time waits for a Reply"
+            self._task = trio.lowlevel.current_task()
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                self._task = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
         if self.error is not None:
             raise self.error
         return self.value
 
 
-@attrs.frozen
+class _NoReply(Reply):
+    """For a request whose sender does not wait for the answer."""
+
+    __slots__ = ()
+
+    def _wake(self) -> None:
+        pass
+
+
+_NO_REPLY = _NoReply()
+
+
+@attrs.define(eq=False)  # not frozen: built per job, ~3x cheaper
 class NewJob:
     record: JobRecord
     core: CoreJob
     given_id: bool  # an idempotency key: check the journal for it
 
 
-@attrs.frozen
+@attrs.define(eq=False)  # not frozen: built per job, ~3x cheaper
 class EnqueueMsg:
     jobs: list[NewJob]
     reply: Reply
@@ -129,7 +162,7 @@ class CancelMsg:
     reply: Reply
 
 
-@attrs.frozen
+@attrs.define(eq=False)  # not frozen: built per job, ~3x cheaper
 class OutcomeMsg:
     """A worker's attempt ended: ``kind`` is "ok", "error" or "cancelled"."""
 
@@ -204,17 +237,21 @@ _KICK = KickMsg()
 # ---------------------------------------------------------------------------------------------
 
 
-@attrs.define(eq=False)
 class _Round:
     """What one round decided: events to journal, then what to do once they are durable."""
 
-    events: list[Event] = attrs.field(factory=list)
-    on_record: list[tuple[int, Callable[[JobRecord | None], None]]] = attrs.field(factory=list)
-    after: list[Callable[[], None]] = attrs.field(factory=list)
-    replies: list[Reply] = attrs.field(factory=list)
-    new_ids: set[str] = attrs.field(factory=set)
-    finished: bool = False  # a job reached a terminal state: apply retention
-    stop: bool = False  # the runtime is closing: return once this round is durable
+    __slots__ = ("events", "on_record", "started", "after", "replies", "new_ids", "finished",
+                 "stop")
+
+    def __init__(self, *, finished: bool = False) -> None:
+        self.events: list[Event] = []
+        self.on_record: list[tuple[int, Callable[[JobRecord | None], None]]] = []
+        self.started: list[int] = []  # indexes of the Started events: dispatch once durable
+        self.after: list[Callable[[], None]] = []
+        self.replies: list[Reply] = []
+        self.new_ids: set[str] = set()
+        self.finished = finished  # a job reached a terminal state: apply retention
+        self.stop = False  # the runtime is closing: return once this round is durable
 
     def add(self, ev: Event, on_record: Callable[[JobRecord | None], None] | None = None) -> None:
         if on_record is not None:
@@ -247,6 +284,18 @@ class _WorkerSlot:
     index: int
     current: JobRecord | None = None
     crash: BaseException | None = None
+    attempt: _Attempt | None = None  # the attempt whose handler is running
+    done: tuple[Any, ...] | None = None  # an ended attempt to report outside its used-up scope
+
+
+@attrs.define(eq=False)
+class _Attempt:
+    """A running attempt, for its worker to end should a cancel or its timeout stop it."""
+
+    rec: JobRecord
+    job: Job
+    timeout: float | None
+    thread_returned: trio.Event | None = None
 
 
 def core_job(rec: JobRecord | LiveEntry, offset: float | None = None) -> CoreJob:
@@ -434,8 +483,11 @@ class QueueActor:
             wake = self.core.next_wakeup(trio.current_time())
             deadline = math.inf if wake is None else wake
             msgs = []
-            with trio.move_on_at(deadline):
+            if wake is None:  # nothing to wake up for but a message (no cancel scope needed)
                 msgs.append(await self._inbox.receive())
+            else:
+                with trio.move_on_at(deadline):
+                    msgs.append(await self._inbox.receive())
             while True:
                 try:
                     msgs.append(self._inbox.receive_nowait())
@@ -444,9 +496,10 @@ class QueueActor:
             self._rebalance()  # everything so far is journaled: the window may be refilled
             rnd = _Round()
             now = trio.current_time()
+            wall = to_wall(now)
             try:
                 for msg in msgs:
-                    self._handle(msg, rnd, now)
+                    self._handle(msg, rnd, now, wall)
                 await self._finish_round(rnd)
             except BaseException as exc:
                 error = exc if isinstance(exc, Exception) else RuntimeError("the queue stopped")
@@ -520,8 +573,10 @@ class QueueActor:
         for job_id in self.core.promote_due(now):
             rnd.add(Due(job_id, wall))
         epoch = self.runtime.journal.epoch
+        events, started = rnd.events, rnd.started
         for job in () if self.stopping else self.core.take_startable(now):
-            rnd.add(Started(job.id, wall, job.attempts, epoch), partial(self._on_started, job.id))
+            started.append(len(events))
+            events.append(Started(job.id, wall, job.attempts, epoch))
             if self.debouncer is not None and job.key is not None:
                 self.debouncer.started(job.key, job.id)
         if self.debouncer is not None:
@@ -529,10 +584,17 @@ class QueueActor:
         if rnd.events:
             retention = {self.name: self.spec.retention} if rnd.finished else None
             # Shielded: once submitted, a commit happens; its callers must hear how it went.
-            with trio.CancelScope(shield=True):
-                records = await self.runtime.writer.commit(rnd.events, retention)
+            records = await self.runtime.writer.commit(rnd.events, retention, shield=True)
             for index, callback in rnd.on_record:
                 callback(records[index])
+            dispatch = self._dispatch_send.send_nowait
+            for index in started:
+                rec = records[index]
+                if rec is None:  # refused: another writer ended the job meanwhile
+                    self.core.forget(events[index].id)  # type: ignore[union-attr]
+                    self.send(_KICK)
+                else:
+                    dispatch(rec)
         elif rnd.finished:
             await self.runtime.writer.commit([], {self.name: self.spec.retention})
         for callback in rnd.after:
@@ -575,17 +637,12 @@ class QueueActor:
             if len(entries) < want or core.delayed_horizon[0] > wall:  # type: ignore[index]
                 break
 
-    def _on_started(self, job_id: str, rec: JobRecord | None) -> None:
-        if rec is None:  # refused: another writer ended the job meanwhile
-            self.core.forget(job_id)
-            self.send(_KICK)
-        else:
-            self._dispatch_send.send_nowait(rec)
-
     # ---- messages
 
-    def _handle(self, msg: Any, rnd: _Round, now: float) -> None:
-        wall = to_wall(now)
+    def _handle(self, msg: Any, rnd: _Round, now: float, wall: float | None = None) -> None:
+        """Feed one message to the core (``wall``: ``to_wall(now)``, read once per round)."""
+        if wall is None:
+            wall = to_wall(now)
         reply = getattr(msg, "reply", None)
         if reply is not None:
             rnd.replies.append(reply)
@@ -707,8 +764,11 @@ class QueueActor:
         if msg.kind == "ok":
             self.core.succeeded(msg.job_id)
             rnd.finished = True
-            rnd.add(Succeeded(msg.job_id, wall, msg.result),
-                    lambda rec: msg.reply.set(rec and ("completed", rec)))
+            if msg.reply is _NO_REPLY:  # the worker does not wait for the outcome
+                rnd.add(Succeeded(msg.job_id, wall, msg.result))
+            else:
+                rnd.add(Succeeded(msg.job_id, wall, msg.result),
+                        lambda rec: msg.reply.set(rec and ("completed", rec)))
             for reply in cancels:  # it finished before the cancel could stop it
                 rnd.after.append(partial(reply.set, False))
         elif msg.kind == "cancelled" or cancels:
@@ -891,14 +951,65 @@ class QueueActor:
                 self._crashed(f"worker {slot.index}", exc)
 
     async def _worker(self, slot: _WorkerSlot, generation: int) -> None:
-        async for rec in self._dispatch_recv:
+        # One cancel scope serves this worker's attempts until a cancel or a timeout uses it
+        # up (entering a fresh scope per attempt costs as much as the rest of a no-op job).
+        slot.attempt = slot.done = None
+        while True:
+            scope = trio.CancelScope()
+            closed = False
+            with scope:
+                closed = await self._attempts(slot, generation, scope)
+            attempt, slot.attempt = slot.attempt, None
+            done, slot.done = slot.done, None
+            if done is not None:
+                await self._attempt_done(*done)
+                slot.current = None
+            if attempt is not None and scope.cancelled_caught:
+                # A cancel or the timeout stopped the handler: the attempt ends here.
+                rec = attempt.rec
+                if rec.id in self._cancel_requested:
+                    kind, error = "cancelled", None
+                else:
+                    kind, error = "error", JobTimeout(
+                        f"attempt {rec.attempts} timed out after {attempt.timeout}s")
+                await self._attempt_done(rec, attempt.job, generation, kind, None, error, None,
+                                         attempt.thread_returned)
+                slot.current = None
+            if closed:
+                return  # pragma: no cover - the dispatch channel never closes
+
+    async def _attempts(self, slot: _WorkerSlot, generation: int, scope: trio.CancelScope
+                        ) -> bool:
+        """Run attempts under ``scope`` until one is stopped by it (its handler raises
+        Cancelled out of here) or it was cancelled meanwhile; True once the dispatch channel
+        is closed."""
+        recv = self._dispatch_recv
+        while True:
+            try:
+                rec = recv.receive_nowait()
+            except trio.WouldBlock:
+                try:
+                    rec = await recv.receive()
+                except trio.EndOfChannel:  # pragma: no cover - the channel never closes
+                    return True
+            except trio.EndOfChannel:  # pragma: no cover - the channel never closes
+                return True
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
             slot.current = rec
             if self.injected_crashes:
                 raise self.injected_crashes.pop(0)
-            await self._run_attempt(rec, generation)
+            if await self._run_attempt(rec, generation, slot, scope):
+                return False  # the scope is used up: a fresh one for the next attempt
             slot.current = None
 
-    async def _run_attempt(self, rec: JobRecord, generation: int) -> None:
+    async def _run_attempt(self, rec: JobRecord, generation: int, slot: _WorkerSlot,
+                           scope: trio.CancelScope) -> bool:
+        """Run one attempt, its handler under the worker's ``scope`` (registered for the job
+        while the handler runs, with the attempt's deadline). Where the scope stops the
+        handler, trio.Cancelled leaves here with ``slot.attempt`` set: :meth:`_worker` ends it.
+        Returns whether the scope was cancelled meanwhile (used up; the attempt is then left
+        in ``slot.done`` for the worker to report outside it)."""
         spec = self.spec
         hooks = spec.hooks
         kind, result, error, value = "ok", None, None, None
@@ -907,47 +1018,64 @@ class QueueActor:
             job = self._job(rec)
         except Exception as exc:  # a journaled payload that no longer fits payload_type
             kind, error = "error", exc
-        timeout = rec.timeout if rec.timeout is not None else spec.timeout
-        scope = trio.CancelScope()
         thread_returned: trio.Event | None = None
         if job is not None:
-            await call_hook(hooks.on_start, job)
+            if hooks.on_start is not None:
+                await call_hook(hooks.on_start, job)
+            timeout = rec.timeout if rec.timeout is not None else spec.timeout
+            slot.attempt = attempt = _Attempt(rec, job, timeout)
             if timeout is not None:
                 scope.deadline = trio.current_time() + timeout
             self._scopes[rec.id] = scope
             if rec.id in self._cancel_requested:
                 scope.cancel()
             try:
-                with scope:
-                    try:
-                        if spec.is_sync:
-                            # Tracked by the queue (not this worker): a thread abandoned on a
-                            # timeout, a cancel or a restart blocks the job's next attempt
-                            # until it returns, whichever incarnation runs it.
-                            thread_returned = self._threads[rec.id] = trio.Event()
-                            value = await trio.to_thread.run_sync(
-                                _call_in_thread, spec.handler, job,
-                                trio.lowlevel.current_trio_token(), thread_returned.set,
-                                abandon_on_cancel=True, limiter=self.limiter)
-                        else:
-                            value = await spec.handler(job)
-                        result = normalize(value, "handler result")
-                    except Exception as exc:
-                        kind, error = "error", exc
+                try:
+                    if spec.is_sync:
+                        # Tracked by the queue (not this worker): a thread abandoned on a
+                        # timeout, a cancel or a restart blocks the job's next attempt
+                        # until it returns, whichever incarnation runs it.
+                        thread_returned = attempt.thread_returned = self._threads[rec.id] = (
+                            trio.Event())
+                        value = await trio.to_thread.run_sync(
+                            _call_in_thread, spec.handler, job,
+                            trio.lowlevel.current_trio_token(), thread_returned.set,
+                            abandon_on_cancel=True, limiter=self.limiter)
+                    else:
+                        value = await spec.handler(job)
+                    result = normalize(value, "handler result")
+                except Exception as exc:
+                    kind, error = "error", exc
             finally:
                 self._scopes.pop(rec.id, None)
-            if scope.cancelled_caught:
-                if rec.id in self._cancel_requested:
-                    kind = "cancelled"
-                else:
-                    kind, error = "error", JobTimeout(
-                        f"attempt {rec.attempts} timed out after {timeout}s")
+                if timeout is not None:
+                    scope.deadline = math.inf
+            slot.attempt = None
+        if job is not None and scope.cancel_called:  # too late to stop the handler:
+            slot.done = (rec, job, generation, kind, result, error, value, thread_returned)
+            return True  # ... report it outside the scope
+        await self._attempt_done(rec, job, generation, kind, result, error, value,
+                                 thread_returned)
+        return False
+
+    async def _attempt_done(self, rec: JobRecord, job: Job | None, generation: int, kind: str,
+                            result: Any, error: BaseException | None, value: Any,
+                            thread_returned: trio.Event | None) -> None:
+        """Report an attempt's outcome to the queue actor; run the hooks that wait for it."""
+        hooks = self.spec.hooks
         if thread_returned is not None:
             if thread_returned.is_set():
                 self._threads.pop(rec.id, None)
             else:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._watch_thread, rec.id, thread_returned)
+        if job is None or not (hooks.on_success or hooks.on_cancel or hooks.on_error
+                               or hooks.on_failure):
+            # No hook waits for the outcome: hand it to the queue actor and move on (the actor
+            # journals it, in order, before anything sent after it, a stop included).
+            self.send(OutcomeMsg(generation, rec.id, rec.attempts, kind, result, error,
+                                 rec.payload, _NO_REPLY))
+            return
         reply = Reply()
         self.send(OutcomeMsg(generation, rec.id, rec.attempts, kind, result, error, rec.payload,
                              reply))
@@ -960,7 +1088,7 @@ class QueueActor:
             # The queue actor crashed before the outcome was durable. Its supervisor is
             # stopping this incarnation's workers too: wait for that, it is not our crash.
             await trio.sleep_forever()
-        if outcome is None or job is None:
+        if outcome is None:
             return
         what, _new = outcome
         if what == "completed":

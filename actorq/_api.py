@@ -26,6 +26,7 @@ from ._actor import (
     PauseMsg,
     QueueActor,
     QueueSpec,
+    Reply,
 )
 from ._clock import from_wall, to_wall, wall_now
 from ._codec import check_structures, normalize
@@ -59,11 +60,34 @@ SHUTDOWN_GRACE = 10.0  # seconds the queues get to journal outcomes already reac
 _MAX_ID_BYTES = 200
 
 
+class _RandomHex:
+    """64-bit random suffixes from ``os.urandom``, read 4 KiB at a time (one system call per 512
+    ids, not per id); the buffer is dropped in a forked child."""
+
+    def __init__(self) -> None:
+        self._hex = ""
+        self._at = 0
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._hex, self._at = "", 0
+
+    def take(self) -> str:
+        at = self._at
+        if at >= len(self._hex):
+            self._hex, at = secrets.token_bytes(4096).hex(), 0
+        self._at = at + 16
+        return self._hex[at:at + 16]
+
+
+_random_hex = _RandomHex()
+
+
 def new_job_id() -> str:
     """32 hex digits: the wall clock in nanoseconds, then 64 random bits. Ids generated later sort
     later, so new jobs land at the end of the journal's B-trees instead of dirtying a random page
     each (random keys cost ~17% more per journaled transition)."""
-    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
+    return f"{time.time_ns():016x}{_random_hex.take()}"
 
 
 def _check_instance(name: str, value: Any, cls: type | tuple[type, ...], what: str) -> None:
@@ -328,16 +352,20 @@ class Queue:
                              f"(queue {self.name!r} has none)")
         delayed = due is not None and due > now
         ready_at = due if delayed else now
+        # positional, in field order (keywords cost more per call; this runs per enqueue):
+        # id, queue, state, payload, priority, seq, created_at, ready_at, run_at, attempts,
+        # max_attempts, timeout, started_at, finished_at, result, error, superseded_by, epoch,
+        # interrupted, debounce_key
         record = JobRecord(
-            id=job_id, queue=self.name,
-            state=JobState.DELAYED if delayed else JobState.PENDING,
-            payload=stored, priority=prio, seq=0, created_at=wall,
-            ready_at=wall + (ready_at - now), run_at=wall + (due - now) if delayed else None,
-            max_attempts=max_attempts, timeout=timeout, debounce_key=key,
+            job_id, self.name, JobState.DELAYED if delayed else JobState.PENDING, stored, prio,
+            0, wall, wall + (ready_at - now),
+            wall + (due - now) if delayed else None,  # type: ignore[operator]
+            0, max_attempts, timeout, None, None, None, None, None, 0, False, key,
         )
-        core = CoreJob(id=job_id, priority=prio, seq=UNASSIGNED_SEQ, ready_at=record.ready_at,
-                       max_attempts=max_attempts, timeout=timeout,
-                       due=due if delayed else None, key=key)
+        # id, priority, seq, ready_at (as journaled: the ranking time), attempts, max_attempts,
+        # timeout, where, due, key
+        core = CoreJob(job_id, prio, UNASSIGNED_SEQ, record.ready_at, 0, max_attempts, timeout,
+                       "ready", due if delayed else None, key)
         return NewJob(record, core, given)
 
     async def enqueue(
@@ -357,7 +385,9 @@ class Queue:
         new = self._new_job(payload, priority=priority, delay=delay, run_at=run_at,
                             job_id=job_id, max_attempts=max_attempts, timeout=timeout,
                             debounce_key=debounce_key, now=now, wall=to_wall(now))
-        (job,) = await self._actor.call(lambda reply: EnqueueMsg([new], reply))
+        reply = Reply()
+        self._actor.send(EnqueueMsg([new], reply))
+        (job,) = await reply.get()
         return job
 
     async def enqueue_batch(self, payloads: Iterable[Any], **options: Any) -> list[str]:

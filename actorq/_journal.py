@@ -162,6 +162,69 @@ def _own_values(new: JobRecord, payload: bytes, ev: Event) -> None:
         _set_field(new, "result", decode_value(encode_value(new.result)))
 
 
+class _Ops:
+    """Stands in for the write transaction while a commit is prepared: records the puts and
+    deletes (to replay in the real one; in parallel lists, not a tuple per operation), reads
+    from a short read transaction, opened at the first read and closed by :meth:`close`."""
+
+    __slots__ = ("env", "keys", "values", "dbs", "_txn")
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self.env = env
+        self.keys: list[bytes] = []
+        self.values: list[bytes | None] = []  # None: a delete
+        self.dbs: list[object] = []
+        self._txn: lmdb.Transaction | None = None
+
+    def put(self, key: bytes, value: bytes, db: object = None) -> None:
+        self.keys.append(key)
+        self.values.append(value)
+        self.dbs.append(db)
+
+    def delete(self, key: bytes, db: object = None) -> None:
+        self.keys.append(key)
+        self.values.append(None)
+        self.dbs.append(db)
+
+    def get(self, key: bytes, db: object = None) -> bytes | None:
+        if self._txn is None:
+            self._txn = self.env.begin()
+        return self._txn.get(key, db=db)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+
+
+class CommitPlan:
+    """A prepared commit (:meth:`Journal.prepare`): what it writes, and what it returns."""
+
+    __slots__ = ("first_seq", "log", "job_keys", "job_values", "ops", "counts", "retention",
+                 "now", "results", "changed", "written_counts")
+
+    def __init__(self, first_seq: int, log: list[bytes], job_keys: list[bytes],
+                 job_values: list[bytes], ops: _Ops, counts: dict[bytes, int],
+                 retention: dict[str, Retention], now: float | None,
+                 results: list[JobRecord | None], changed: list[tuple[str, _Entry | None]]
+                 ) -> None:
+        self.first_seq = first_seq  # the log entries' sequence numbers follow from it
+        self.log = log
+        self.job_keys = job_keys
+        self.job_values = job_values
+        self.ops = ops
+        self.counts = counts
+        self.retention = retention
+        self.now = now
+        self.results = results
+        self.changed = changed
+        self.written_counts: dict[bytes, int] | None = None
+
+    @property
+    def next_seq(self) -> int:
+        return self.first_seq + len(self.log)
+
+
 class Journal:
     """Synchronous access to one actorq journal directory. Not thread-safe for writes: one
     writer at a time (the writer actor), any thread for reads."""
@@ -351,73 +414,127 @@ class Journal:
 
         ``retention`` (queue -> policy, with ``now``) also trims those queues' finished jobs in
         the same transaction. Raises :class:`MapFull` where the map must grow first.
+
+        The same as :meth:`prepare`, then :meth:`write`, then :meth:`finish`.
         """
-        events = list(events)
+        plan = self.prepare(events, retention=retention, now=now)
+        self.write(plan)
+        return self.finish(plan)
+
+    def prepare(
+        self,
+        events: Iterable[Event],
+        *,
+        retention: Mapping[str, Retention] | None = None,
+        now: float | None = None,
+    ) -> CommitPlan:
+        """The Python half of a commit, with no write transaction open: fold ``events`` into
+        their records and encode every key and value the commit writes. Changes nothing, in
+        LMDB or in memory: :meth:`write` writes the plan, :meth:`finish` then updates the
+        in-memory state. Plans are written one at a time, in the order they were prepared,
+        each prepared after the previous one finished (or was dropped)."""
+        if retention:
+            assert now is not None, "retention needs now"
         results: list[JobRecord | None] = []
         dbs = self.dbs
-        log_db, jobs_db = dbs["log"], dbs["jobs"]
+        jobs_db = dbs["jobs"]
         cache = self._cache
-        pack_seq = _Q.pack
         seq = self._next_seq
         # job id -> (record, encoded payload) as this transaction leaves it (None: no such job)
         current: dict[str, _Entry | None] = {}
         first: dict[str, JobRecord | None] = {}  # job id -> its record before this transaction
         changed: dict[str, None] = {}  # the jobs this transaction wrote, in order
         counts: dict[bytes, int] = {}  # counts written by this transaction: key -> value
+        first_seq = seq
+        log: list[bytes] = []  # the log entries, keyed first_seq, first_seq + 1, ...
+        job_keys: list[bytes] = []
+        job_values: list[bytes] = []
+        ops = _Ops(self.env)
+        try:
+            for ev in events:
+                enqueued = isinstance(ev, Enqueued)
+                job_id = ev.record.id if enqueued else ev.id  # type: ignore[union-attr]
+                if job_id in current:
+                    entry = current[job_id]
+                else:
+                    entry = cache.get(job_id)
+                    if entry is None:
+                        raw = ops.get(job_id.encode(), db=jobs_db)
+                        if raw is not None:
+                            entry = (decode_record(raw), None)
+                    current[job_id] = entry
+                    first[job_id] = None if entry is None else entry[0]
+                old = None if entry is None else entry[0]
+                new = apply_event(old, ev, seq)
+                if new is None:
+                    results.append(None)
+                    continue
+                if enqueued:
+                    payload = encode_value(new.payload)
+                    data = encode_enqueued(ev.record, payload)  # type: ignore[union-attr]
+                    results.append(new)
+                else:
+                    payload = entry[1]  # type: ignore[index]
+                    if payload is None:
+                        payload = encode_value(old.payload)  # type: ignore[union-attr]
+                    data = encode_event(ev)
+                    _own_values(new, payload, ev)
+                    results.append(new)
+                log.append(data)
+                seq += 1
+                current[job_id] = (new, payload)
+                changed[job_id] = None
+            deltas: dict[bytes, int] = {}
+            for job_id in changed:
+                new, payload = current[job_id]  # type: ignore[misc]
+                job_keys.append(job_id.encode())
+                job_values.append(encode_record_with(new, payload))
+                self._reindex(ops, first[job_id], new, deltas)  # type: ignore[arg-type]
+            self._write_counts(ops, deltas, counts)  # type: ignore[arg-type]
+        finally:
+            ops.close()
+        assert seq == first_seq + len(log)
+        return CommitPlan(first_seq, log, job_keys, job_values, ops, counts,
+                          dict(retention or {}), now, results,
+                          [(job_id, current[job_id]) for job_id in changed])
+
+    def write(self, plan: CommitPlan) -> None:
+        """Write ``plan`` in one write transaction and commit it (from any thread, one at a time;
+        in ``sync`` mode the commit's fsync releases the GIL). Trims the plan's retention queues
+        in the same transaction and runs :attr:`before_commit` inside it. Raises
+        :class:`MapFull` where the map must grow first (the plan can then be written again)."""
+        counts = dict(plan.counts)
         try:
             with self.env.begin(write=True) as txn:
-                for ev in events:
-                    enqueued = isinstance(ev, Enqueued)
-                    job_id = ev.record.id if enqueued else ev.id  # type: ignore[union-attr]
-                    if job_id in current:
-                        entry = current[job_id]
+                dbs = self.dbs
+                if plan.log:
+                    first = plan.first_seq
+                    keys = map(_Q.pack, range(first, first + len(plan.log)))
+                    txn.cursor(db=dbs["log"]).putmulti(zip(keys, plan.log), append=True)
+                if plan.job_keys:
+                    txn.cursor(db=dbs["jobs"]).putmulti(zip(plan.job_keys, plan.job_values))
+                put, delete = txn.put, txn.delete
+                ops = plan.ops
+                for key, value, db in zip(ops.keys, ops.values, ops.dbs):
+                    if value is None:
+                        delete(key, db=db)
                     else:
-                        entry = cache.get(job_id)
-                        if entry is None:
-                            raw = txn.get(job_id.encode(), db=jobs_db)
-                            if raw is not None:
-                                entry = (decode_record(raw), None)
-                        current[job_id] = entry
-                        first[job_id] = None if entry is None else entry[0]
-                    old = None if entry is None else entry[0]
-                    new = apply_event(old, ev, seq)
-                    if new is None:
-                        results.append(None)
-                        continue
-                    if enqueued:
-                        payload = encode_value(new.payload)
-                        data = encode_enqueued(ev.record, payload)  # type: ignore[union-attr]
-                        results.append(new)
-                    else:
-                        payload = entry[1]  # type: ignore[index]
-                        if payload is None:
-                            payload = encode_value(old.payload)  # type: ignore[union-attr]
-                        data = encode_event(ev)
-                        _own_values(new, payload, ev)
-                        results.append(new)
-                    txn.put(pack_seq(seq), data, db=log_db, append=True)
-                    seq += 1
-                    current[job_id] = (new, payload)
-                    changed[job_id] = None
-                deltas: dict[bytes, int] = {}
-                for job_id in changed:
-                    new, payload = current[job_id]  # type: ignore[misc]
-                    txn.put(job_id.encode(), encode_record_with(new, payload), db=jobs_db)
-                    self._reindex(txn, first[job_id], new, deltas)
-                self._write_counts(txn, deltas, counts)
-                if retention:
-                    assert now is not None, "retention needs now"
-                    for queue, policy in retention.items():
-                        self._trim(txn, queue, policy, now, counts)
+                        put(key, value, db=db)
+                for queue, policy in plan.retention.items():
+                    self._trim(txn, queue, policy, plan.now, counts)  # type: ignore[arg-type]
                 if self.before_commit is not None:
                     self.before_commit()
         except lmdb.MapFullError:
             raise MapFull() from None
-        # Committed: now (and only now) the in-memory state follows.
-        self._next_seq = seq
-        self._count_values.update(counts)
-        for job_id in changed:
-            entry = current[job_id]
+        plan.written_counts = counts
+
+    def finish(self, plan: CommitPlan) -> list[JobRecord | None]:
+        """After :meth:`write` committed ``plan``: the in-memory state follows; its results."""
+        assert plan.written_counts is not None, "finish() of a plan that was not written"
+        cache = self._cache
+        self._next_seq = plan.next_seq
+        self._count_values.update(plan.written_counts)
+        for job_id, entry in plan.changed:
             held = cache.pop(job_id, None)
             if held is not None:
                 self._cache_bytes -= len(held[1])  # type: ignore[arg-type]
@@ -427,7 +544,7 @@ class Journal:
                         and self._cache_bytes + size <= self.cache_max_bytes):
                     cache[job_id] = entry  # type: ignore[assignment]
                     self._cache_bytes += size
-        return results
+        return plan.results
 
     def grow(self) -> None:
         """Double the map size (no transaction may be open in this process)."""

@@ -561,7 +561,7 @@ def apply_event(rec: JobRecord | None, ev: Event, seq: int) -> JobRecord | None:
         if rec is not None:
             return None
         r = ev.record
-        return JobRecord(r.id, r.queue, r.state, r.payload, r.priority, seq, r.created_at,
+        return _record(r.id, r.queue, r.state, r.payload, r.priority, seq, r.created_at,
                          r.ready_at, r.run_at, r.attempts, r.max_attempts, r.timeout,
                          r.started_at, r.finished_at, r.result, r.error, r.superseded_by,
                          r.epoch, r.interrupted, r.debounce_key, r.debounce_first_at, r.leading,
@@ -579,7 +579,7 @@ def apply_event(rec: JobRecord | None, ev: Event, seq: int) -> JobRecord | None:
 def _started(r: JobRecord, ev: Started, log: tuple[int, ...]) -> JobRecord | None:
     if (r.state is not _S.PENDING and r.state is not _S.DELAYED) or r.interrupted:
         return None
-    return JobRecord(r.id, r.queue, _S.RUNNING, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _S.RUNNING, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, None, ev.attempt, r.max_attempts, r.timeout, ev.at,
                      r.finished_at, r.result, r.error, r.superseded_by, ev.epoch, r.interrupted,
                      r.debounce_key, r.debounce_first_at, r.leading, log)
@@ -588,7 +588,7 @@ def _started(r: JobRecord, ev: Started, log: tuple[int, ...]) -> JobRecord | Non
 def _due(r: JobRecord, ev: Due, log: tuple[int, ...]) -> JobRecord | None:
     if r.state is not _S.DELAYED:
         return None
-    return JobRecord(r.id, r.queue, _S.PENDING, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _S.PENDING, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, None, r.attempts, r.max_attempts, r.timeout, r.started_at,
                      r.finished_at, r.result, r.error, r.superseded_by, r.epoch, r.interrupted,
                      r.debounce_key, r.debounce_first_at, r.leading, log)
@@ -597,7 +597,7 @@ def _due(r: JobRecord, ev: Due, log: tuple[int, ...]) -> JobRecord | None:
 def _succeeded(r: JobRecord, ev: Succeeded, log: tuple[int, ...]) -> JobRecord | None:
     if r.state is not _S.RUNNING:
         return None
-    return JobRecord(r.id, r.queue, _S.COMPLETED, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _S.COMPLETED, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, r.run_at, r.attempts, r.max_attempts, r.timeout, r.started_at,
                      ev.at, ev.result, r.error, r.superseded_by, r.epoch, r.interrupted,
                      r.debounce_key, r.debounce_first_at, r.leading, log)
@@ -610,21 +610,21 @@ def _attempt_failed(r: JobRecord, ev: AttemptFailed, log: tuple[int, ...]) -> Jo
         state, run_at, ready_at = _S.DELAYED, ev.retry_at, ev.retry_at
     else:
         state, run_at, ready_at = _S.PENDING, None, ev.at
-    return JobRecord(r.id, r.queue, state, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, state, r.payload, r.priority, r.seq, r.created_at,
                      ready_at, run_at, r.attempts, r.max_attempts, r.timeout, r.started_at,
                      r.finished_at, r.result, ev.error, r.superseded_by, r.epoch, False,
                      r.debounce_key, r.debounce_first_at, r.leading, log)
 
 
 def _failed(r: JobRecord, ev: Failed, log: tuple[int, ...]) -> JobRecord | None:
-    return JobRecord(r.id, r.queue, _S.FAILED, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _S.FAILED, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, None, r.attempts, r.max_attempts, r.timeout, r.started_at,
                      ev.at, r.result, ev.error, r.superseded_by, r.epoch, False,
                      r.debounce_key, r.debounce_first_at, r.leading, log)
 
 
 def _cancelled(r: JobRecord, ev: Cancelled, log: tuple[int, ...]) -> JobRecord | None:
-    return JobRecord(r.id, r.queue, _S.CANCELLED, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _S.CANCELLED, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, None, r.attempts, r.max_attempts, r.timeout, r.started_at,
                      ev.at, r.result, r.error, ev.superseded_by, r.epoch, False,
                      r.debounce_key, r.debounce_first_at, r.leading, log)
@@ -633,7 +633,7 @@ def _cancelled(r: JobRecord, ev: Cancelled, log: tuple[int, ...]) -> JobRecord |
 def _requeued(r: JobRecord, ev: Requeued, log: tuple[int, ...]) -> JobRecord | None:
     if r.state is not _S.RUNNING:
         return None
-    return JobRecord(r.id, r.queue, _S.PENDING, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _S.PENDING, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, r.run_at, max(r.attempts - 1, 0), r.max_attempts, r.timeout,
                      r.started_at, r.finished_at, r.result, r.error, r.superseded_by, r.epoch,
                      r.interrupted, r.debounce_key, r.debounce_first_at, r.leading, log)
@@ -642,7 +642,7 @@ def _requeued(r: JobRecord, ev: Requeued, log: tuple[int, ...]) -> JobRecord | N
 def _interrupted(r: JobRecord, ev: Interrupted, log: tuple[int, ...]) -> JobRecord | None:
     if r.state is not _S.RUNNING:
         return None
-    return JobRecord(r.id, r.queue, _S.PENDING, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _S.PENDING, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, r.run_at, r.attempts, r.max_attempts, r.timeout, r.started_at,
                      r.finished_at, r.result, ev.error, r.superseded_by, r.epoch, True,
                      r.debounce_key, r.debounce_first_at, r.leading, log)
@@ -657,6 +657,27 @@ _FOLDED_FIELDS = (
 )
 if tuple(f.name for f in attrs.fields(JobRecord)) != _FOLDED_FIELDS:  # pragma: no cover
     raise RuntimeError("JobRecord's fields changed: update apply_event's folds")
+
+
+def _record_builder() -> Callable[..., JobRecord]:
+    """A positional JobRecord constructor for the folds above, ~30% cheaper than attrs'
+    ``__init__`` (which sets each of the 23 slots through ``object.__setattr__`` by name): it
+    sets them through their slot descriptors. Equivalent as long as JobRecord has no
+    validators, converters or ``__attrs_post_init__`` (checked here, at import)."""
+    fields = attrs.fields(JobRecord)
+    if (any(f.validator or f.converter for f in fields)
+            or hasattr(JobRecord, "__attrs_post_init__")):  # pragma: no cover
+        raise RuntimeError("JobRecord has validators or converters: drop _record_builder")
+    names = [f.name for f in fields]
+    ns: dict[str, Any] = {"_new": object.__new__, "_cls": JobRecord}
+    for name in names:
+        ns["_set_" + name] = getattr(JobRecord, name).__set__
+    body = "".join(f"    _set_{n}(r, {n})\n" for n in names)
+    exec(f"def build({', '.join(names)}):\n    r = _new(_cls)\n{body}    return r\n", ns)
+    return ns["build"]  # type: ignore[no-any-return]
+
+
+_record = _record_builder()
 
 _FOLDS: dict[type, Callable[[JobRecord, Any, tuple[int, ...]], JobRecord | None]] = {
     Started: _started,

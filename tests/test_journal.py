@@ -911,3 +911,94 @@ def test_the_journal_does_not_log_a_refused_transition(journal_path):
         assert j.counts("q") == {s: (1 if s is S.COMPLETED else 0) for s in JobState}
     finally:
         j.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The fsync writer: commits prepared in the event loop, written by one long-lived thread
+
+
+def test_the_fsync_writer_grows_the_map_and_writes_the_group_again(journal_path):
+    from actorq._writer import Writer
+
+    j = Journal(journal_path, sync=True, map_size=64 * KiB)
+    committed = []
+
+    async def main():
+        writer = Writer(j, True, committed.append)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.supervise)
+            results = await writer.commit(_big_batch("big", 300))
+            assert [r.id for r in results] == [f"big{i}" for i in range(300)]
+            writer.close()
+        assert writer.statistics().commits == 1
+
+    try:
+        run(main)
+        assert j.env.info()["map_size"] > 64 * KiB
+        assert j.counts("q")[S.PENDING] == 300
+        assert [seq for seq, _ in j.log()] == list(range(1, 301))
+        assert len(committed) == 1
+    finally:
+        j.close()
+
+
+def test_a_prepared_commit_changes_nothing_until_written_and_finished(journal_path):
+    j = Journal(journal_path, sync=False)
+    try:
+        _prepared_commit_checks(j)
+    finally:
+        j.close()
+
+
+def _prepared_commit_checks(j: Journal) -> None:
+    j.commit([Enqueued(record("a", payload={"n": 1}))])
+    plan = j.prepare([Started("a", 2.0, 1, j.epoch), Enqueued(record("b"))])
+    # dropped: nothing was written, and the in-memory state did not move
+    assert j.get("a").state is S.PENDING and j.get("b") is None
+    assert j.counts("q")[S.PENDING] == 1 and j.counts("q")[S.RUNNING] == 0
+    started, enq = j.commit([Started("a", 2.0, 1, j.epoch), Enqueued(record("b"))])
+    assert started.state is S.RUNNING and enq.seq == started.log[-1] + 1
+    assert j.counts("q")[S.PENDING] == 1 and j.counts("q")[S.RUNNING] == 1
+    # a plan written and finished returns what commit() would have
+    plan = j.prepare([Succeeded("a", 3.0, "r")])
+    j.write(plan)
+    (done,) = j.finish(plan)
+    assert done.state is S.COMPLETED and j.get("a").result == "r"
+    assert j.counts("q")[S.COMPLETED] == 1 and j.counts("q")[S.RUNNING] == 0
+
+
+def test_open_runtime_leaves_no_writer_thread_running(journal_path):
+    import threading
+
+    async def main():
+        async with actorq.open_runtime(journal_path) as rt:
+            q = await rt.spawn_queue("q", lambda job: None)
+            await q.wait(await q.enqueue(1))
+            assert any(t.name == "actorq journal writer" for t in threading.enumerate())
+
+    run(main)
+    assert not any(t.name == "actorq journal writer" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("durability", ["os", "fsync"])
+def test_a_shielded_commit_returns_its_records_to_a_cancelled_caller(journal_path, durability):
+    async def main():
+        async with actorq.open_runtime(journal_path, durability=durability) as rt:
+            got = []
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                got.append(await rt.writer.commit([Enqueued(record("s1"))], shield=True))
+                await trio.lowlevel.checkpoint()  # the cancel lands here
+                got.append("not reached")
+            assert scope.cancelled_caught
+            assert len(got) == 1 and got[0][0].id == "s1"
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await rt.writer.commit([Enqueued(record("s2"))])
+            assert scope.cancelled_caught
+            await rt.writer.commit([Enqueued(record("s3"))])  # written after s2's
+            assert rt.journal.get("s1") is not None and rt.journal.get("s3") is not None
+            # a cancelled fsync commit goes on regardless ("os": checked before it starts)
+            assert (rt.journal.get("s2") is None) == (durability == "os")
+
+    run(main)

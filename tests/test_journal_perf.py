@@ -330,3 +330,19 @@ def test_an_older_format_version_is_refused(journal_path):
     env.close()
     with pytest.raises(actorq.JournalError, match=r"format version 1; .*an older actorq"):
         Journal(journal_path, sync=False)
+
+
+def test_the_folds_build_the_records_attrs_would():
+    # apply_event's folds build records through slot descriptors, not attrs' __init__: the
+    # same values, equal, hashable and frozen
+    import attrs
+
+    from actorq._model import _FOLDED_FIELDS, JobRecord, JobState, Started, apply_event
+
+    rec = JobRecord("a", "q", JobState.PENDING, ("p", 1), 2, 3, 1.0, 1.0)
+    new = apply_event(rec, Started("a", 2.0, 1, 5), 9)
+    same = JobRecord(*(getattr(new, name) for name in _FOLDED_FIELDS))
+    assert new == same and hash(new) == hash(same) and type(new) is JobRecord
+    assert new.state is JobState.RUNNING and new.log == (9,) and new.payload is rec.payload
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        new.state = JobState.PENDING  # type: ignore[misc]

@@ -8,6 +8,7 @@ import threading
 import attrs
 import pytest
 import trio
+import trio.testing
 
 import actorq
 from actorq import JobState
@@ -427,3 +428,116 @@ def test_generated_ids_are_unique_and_sort_in_creation_order(journal_path):
             assert ids == sorted(ids)
 
     run(main)
+
+
+@pytest.mark.parametrize("durability", ["os", "fsync"])
+def test_an_outcome_sent_without_waiting_is_journaled_before_the_runtime_stops(
+        journal_path, durability):
+    # With no hook to run, a worker hands its job's outcome to the queue actor and moves on
+    # without waiting for it to be durable; a stop right after must still journal it.
+    returned = trio.Event()
+    ids = []
+
+    async def handler(job):
+        returned.set()
+        return job.payload * 2
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability=durability):
+            q = await actorq.spawn_queue("q", handler)
+            ids.append(await q.enqueue(21))
+            await returned.wait()
+        async with actorq.open_runtime(journal_path, durability=durability) as rt:
+            info = await rt.status(ids[0])
+            assert info.state is JobState.COMPLETED and info.attempts == 1
+            assert info.result == 42
+
+    run(main)
+
+
+def test_a_reply_wakes_its_waiter_once_and_survives_a_cancelled_wait():
+    from actorq._actor import Reply
+
+    async def main():
+        r = Reply()
+        with trio.move_on_after(1) as scope:
+            await r.get()
+        assert scope.cancelled_caught and not r.done
+        r.set(1)
+        r.set(2)  # a reply is answered once
+        assert r.done and await r.get() == 1
+        r2 = Reply()
+        got = []
+
+        async def waiter():
+            try:
+                await r2.get()
+            except KeyError as exc:
+                got.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            r2.fail(KeyError("x"))
+            r2.set(3)
+        assert len(got) == 1 and r2.value is None
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_worker_runs_on_after_a_timeout_and_a_cancel_with_hooks_intact(journal_path):
+    # concurrency=1: one worker, whose cancel scope a timeout and a cancel use up in turn
+    events = []
+    held = {}
+
+    async def handler(job):
+        if job.payload == "cancel-me":
+            # the cancel lands after the handler returned (no checkpoint in between): too late
+            # to stop it; the job completes and its on_success hook is not cancelled
+            held["queue"]._actor._scopes[job.id].cancel()
+            return "done anyway"
+        if job.payload in ("slow", "cancelled"):
+            await trio.sleep(10)
+        return job.payload
+
+    async def on_success(job, result):
+        await trio.sleep(1)
+        events.append(("ok", job.payload, result))
+
+    async def on_error(job, exc):
+        await trio.sleep(1)
+        events.append(("error", job.payload, type(exc).__name__))
+
+    async def on_cancel(job):
+        await trio.sleep(1)
+        events.append(("cancel", job.payload))
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+            queue = held["queue"] = await actorq.spawn_queue(
+                "q", handler, timeout=5,
+                hooks=actorq.Hooks(on_success=on_success, on_error=on_error,
+                                   on_cancel=on_cancel))
+            slow = await queue.enqueue("slow")
+            a = await queue.enqueue("a")
+            late = await queue.enqueue("cancel-me")
+            b = await queue.enqueue("b")
+            with pytest.raises(actorq.JobFailed):
+                await queue.wait(slow)
+            assert await queue.wait(a) == "a"
+            assert await queue.wait(late) == "done anyway"
+            assert await queue.wait(b) == "b"
+            cancelled = await queue.enqueue("cancelled")
+            await trio.sleep(1)
+            assert await queue.cancel(cancelled) is True
+            c = await queue.enqueue("c")
+            assert await queue.wait(c) == "c"
+            await queue.join()
+            await trio.sleep(2)
+            assert (await queue.status(slow)).error.startswith("JobTimeout: attempt 1 timed out")
+            assert rt.queues["q"].crashes.restarts == {}  # no worker crashed on the way
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert events == [("error", "slow", "JobTimeout"), ("ok", "a", "a"),
+                      ("ok", "cancel-me", "done anyway"), ("ok", "b", "b"),
+                      ("cancel", "cancelled"), ("ok", "c", "c")]

@@ -435,3 +435,23 @@ def test_an_outcome_reached_before_closing_is_journaled_not_rerun(journal_path):
         shutil.rmtree(journal_path, ignore_errors=True)
         run(main)
         assert runs == [1]
+
+
+def test_generated_job_ids_are_unique_and_not_shared_with_a_forked_child():
+    import os
+
+    from actorq._api import new_job_id
+
+    ids = [new_job_id() for _ in range(3000)]  # more than one buffer of random bits
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, new_job_id()[16:].encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert len(child) == 16 and child != new_job_id()[16:]
