@@ -493,11 +493,15 @@ class QueueActor:
                     msgs.append(self._inbox.receive_nowait())
                 except trio.WouldBlock:
                     break
-            self._rebalance()  # everything so far is journaled: the window may be refilled
             rnd = _Round()
+            for msg in msgs:  # whatever fails below, every request of this batch is answered
+                reply = getattr(msg, "reply", None)
+                if reply is not None:
+                    rnd.replies.append(reply)
             now = trio.current_time()
             wall = to_wall(now)
             try:
+                self._rebalance()  # everything so far is journaled: the window may be refilled
                 for msg in msgs:
                     self._handle(msg, rnd, now, wall)
                 await self._finish_round(rnd)
@@ -643,9 +647,6 @@ class QueueActor:
         """Feed one message to the core (``wall``: ``to_wall(now)``, read once per round)."""
         if wall is None:
             wall = to_wall(now)
-        reply = getattr(msg, "reply", None)
-        if reply is not None:
-            rnd.replies.append(reply)
         if isinstance(msg, EnqueueMsg):
             self._enqueue(msg, rnd, now, wall)
         elif isinstance(msg, OutcomeMsg):
@@ -985,6 +986,9 @@ class QueueActor:
         is closed."""
         recv = self._dispatch_recv
         while True:
+            # Cancelled (a sibling's crash under one_for_all) before a job is taken, never
+            # between taking it and holding it in ``slot.current``: a job taken is never lost.
+            await trio.lowlevel.checkpoint_if_cancelled()
             try:
                 rec = recv.receive_nowait()
             except trio.WouldBlock:
@@ -994,8 +998,6 @@ class QueueActor:
                     return True
             except trio.EndOfChannel:  # pragma: no cover - the channel never closes
                 return True
-            else:
-                await trio.lowlevel.checkpoint_if_cancelled()
             slot.current = rec
             if self.injected_crashes:
                 raise self.injected_crashes.pop(0)

@@ -332,3 +332,67 @@ def test_an_enqueue_journaled_while_its_actor_crashes_is_acknowledged(journal_pa
             assert q.statistics().restarts.get("queue actor", 0) >= 1
 
     trio.run(main)
+
+
+def test_one_for_all_never_loses_a_job_a_worker_took_as_its_sibling_crashed(journal_path):
+    """Two jobs end in the same instant; the on_success hook of one crashes its worker while
+    the other worker takes the next job from the dispatch channel. The restart must find that
+    job held (and requeue it), not lose it: every job completes and join() returns."""
+    started = []
+
+    async def handler(job):
+        started.append(job.payload)
+        if job.payload in ("a", "boom"):
+            await trio.sleep(1)
+        return job.payload
+
+    def on_success(job, result):
+        if job.payload == "boom":
+            raise RuntimeError("hook crash")
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue(
+                "q", handler, concurrency=2, hooks=actorq.Hooks(on_success=on_success),
+                restart=actorq.Restart(max_restarts=10, within=100, strategy="one_for_all"))
+            await q.pause()
+            ids = [await q.enqueue(p) for p in ("a", "boom", "c", "d")]
+            await q.resume()
+            with trio.fail_after(60):
+                await q.join()
+            assert [(await q.status(i)).state for i in ids] == [JobState.COMPLETED] * 4
+            assert q.statistics().running == 0
+
+    run(main)
+    assert {"a", "boom", "c", "d"} <= set(started)
+
+
+def test_a_failed_journal_read_between_rounds_fails_the_waiting_requests(journal_path,
+                                                                          monkeypatch):
+    """A queue reads its backlog's next chunk from the journal between rounds; where that read
+    fails, the actor crashes and restarts, and the requests it had taken are answered with the
+    error instead of waiting forever (the enqueue is not recorded; the next one is)."""
+    from actorq._journal import Journal
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", lambda job: None)
+            failing = [True]
+            real = Journal.ready_entries
+
+            def ready_entries(self, *args):
+                if failing:
+                    failing.clear()
+                    raise OSError("injected read failure")
+                return real(self, *args)
+
+            monkeypatch.setattr(Journal, "ready_entries", ready_entries)
+            q._actor.core.spill_all(0)  # the next round reads the index
+            with trio.fail_after(10), pytest.raises(OSError, match="injected"):
+                await q.enqueue("x")
+            job_id = await q.enqueue("y")
+            await q.join()
+            assert (await q.status(job_id)).state is JobState.COMPLETED
+            assert await q.list() == [await q.status(job_id)]
+
+    run(main)
