@@ -360,12 +360,17 @@ class QueueActor:
         self._dispatch_recv: Any = None
         self.started = False
 
+    @property
+    def _chunk(self) -> int:
+        """Jobs read from an index in one go: ``refill_chunk``, or two per slot if more."""
+        return max(self.refill_chunk, 2 * self.spec.concurrency)
+
     def _new_core(self) -> QueueCore:
         spec = self.spec
         window = None if spec.debounce else max(self.ready_window, 4 * spec.concurrency)
         # Refilled a chunk at a time once fewer than this are held: enough for every slot twice
         # over, so a round never finds the window dry while the index holds more.
-        low = None if window is None else min(max(self.refill_chunk // 2, 2 * spec.concurrency),
+        low = None if window is None else min(max(self._chunk // 2, 2 * spec.concurrency),
                                               window // 2)
         return QueueCore(spec.concurrency, spec.retry, self.rng, paused=self.paused,
                          bucket=self.bucket, window=window, low_water=low)
@@ -524,7 +529,7 @@ class QueueActor:
         if self.core.window is None:
             entries = journal.live_entries(self.name)  # scheduling fields only: no payloads
         else:
-            chunk = self.refill_chunk
+            chunk = self._chunk
             interrupted = journal.interrupted_entries(self.name)
             counts = journal.counts(self.name)
             first = journal.ready_entries(self.name, None, chunk)
@@ -617,7 +622,7 @@ class QueueActor:
         core = self.core
         core.shed()
         journal = self.runtime.journal
-        want = min(core.refill_wanted(), self.refill_chunk)
+        want = min(core.refill_wanted(), self._chunk)
         if want:
             entries = journal.ready_entries(self.name, core.horizon, want)
             offset = wall_offset()
@@ -631,7 +636,7 @@ class QueueActor:
         """Read in the next delayed jobs by due time: a chunk where few are held, and every one
         that is due already (so that it is ranked with the ready jobs when promoted)."""
         core, journal = self.core, self.runtime.journal
-        while want := min(core.refill_wanted("delayed", wall), self.refill_chunk):
+        while want := min(core.refill_wanted("delayed", wall), self._chunk):
             entries = journal.delayed_entries(self.name, core.delayed_horizon, want)
             offset = wall_offset()
             jobs = [core_job(e, offset) for e in entries]
