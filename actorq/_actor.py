@@ -18,7 +18,7 @@ import math
 import random
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import trio
@@ -506,7 +506,7 @@ class QueueActor:
             now = trio.current_time()
             wall = to_wall(now)
             try:
-                self._rebalance()  # everything so far is journaled: the window may be refilled
+                self._rebalance(now, wall)  # all so far is journaled: the window may refill
                 for msg in msgs:
                     self._handle(msg, rnd, now, wall)
                 await self._finish_round(rnd)
@@ -536,10 +536,10 @@ class QueueActor:
             due_first = journal.delayed_entries(self.name, None, chunk)
             self.core.spill_all(counts[JobState.PENDING] - len(interrupted),
                                 counts[JobState.DELAYED])
-            self.core.refilled([core_job(e, offset) for e in first], len(first) < chunk)
-            self.core.refilled([core_job(e, offset) for e in due_first], len(due_first) < chunk,
-                               "delayed")  # those due already are journaled due this round
-            self._refill_delayed(wall)
+            self._take_in(first, chunk, "ready", offset)
+            # those due already are journaled due in this first round
+            self._take_in(due_first, chunk, "delayed", offset)
+            self._refill_delayed(wall, offset)
             entries = interrupted + journal.live_entries(self.name, (JobState.RUNNING,))
         for rec in entries:
             job = core_job(rec, offset)
@@ -615,36 +615,35 @@ class QueueActor:
                 reply.set(None)
             self._joiners.clear()
 
-    def _rebalance(self) -> None:
+    def _rebalance(self, now: float, wall: float) -> None:
         """Between rounds (everything decided so far is journaled): keep the ready window
         between half full and twice full, reading the next chunk of jobs from the journal's
         index (the next round starts them)."""
         core = self.core
         core.shed()
-        journal = self.runtime.journal
-        want = min(core.refill_wanted(), self._chunk)
-        if want:
-            entries = journal.ready_entries(self.name, core.horizon, want)
-            offset = wall_offset()
-            jobs = [core_job(e, offset) for e in entries]
-            core.refilled(jobs, len(entries) < want)
-            for job in jobs:
-                self._block_if_thread_alive(job.id)
-        self._refill_delayed(wall_now())
+        if want := min(core.refill_wanted(), self._chunk):
+            entries = self.runtime.journal.ready_entries(self.name, core.horizon, want)
+            self._take_in(entries, want, "ready", wall - now)
+        self._refill_delayed(wall, wall - now)
 
-    def _refill_delayed(self, wall: float) -> None:
+    def _refill_delayed(self, wall: float, offset: float) -> None:
         """Read in the next delayed jobs by due time: a chunk where few are held, and every one
         that is due already (so that it is ranked with the ready jobs when promoted)."""
-        core, journal = self.core, self.runtime.journal
+        core = self.core
         while want := min(core.refill_wanted("delayed", wall), self._chunk):
-            entries = journal.delayed_entries(self.name, core.delayed_horizon, want)
-            offset = wall_offset()
-            jobs = [core_job(e, offset) for e in entries]
-            core.refilled(jobs, len(entries) < want, "delayed")
-            for job in jobs:
-                self._block_if_thread_alive(job.id)
-            if len(entries) < want or core.delayed_horizon[0] > wall:  # type: ignore[index]
-                break
+            entries = self.runtime.journal.delayed_entries(self.name, core.delayed_horizon, want)
+            self._take_in(entries, want, "delayed", offset)
+            if core.delayed_horizon is None or core.delayed_horizon[0] > wall:
+                break  # the index ran out, or what is left is not due yet
+
+    def _take_in(self, entries: list[LiveEntry], want: int, kind: Literal["ready", "delayed"],
+                 offset: float) -> None:
+        """Give the core the next jobs read from an index (fewer than ``want``: it ran out);
+        one whose abandoned thread still runs is blocked."""
+        jobs = [core_job(e, offset) for e in entries]
+        self.core.refilled(jobs, len(entries) < want, kind)
+        for job in jobs:
+            self._block_if_thread_alive(job.id)
 
     # ---- messages
 

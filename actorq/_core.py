@@ -235,8 +235,7 @@ class QueueCore:
             return GiveUp(job.attempts)
         delay = backoff_delay(self.retry.backoff, job.attempts, self.rng) if self.retry else 0.0
         at = now + delay
-        job.ready_at = (now if wall is None else wall) + delay if delay > 0 else (
-            now if wall is None else wall)
+        job.ready_at = (now if wall is None else wall) + delay
         if delay > 0:
             self._delay(job, at)
         else:

@@ -38,6 +38,7 @@ import heapq
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,8 @@ def _entry_seq(entry: LiveEntry) -> int:
 
 
 def _index_run(cur: lmdb.Cursor, prefix: bytes, state: JobState) -> Iterator[LiveEntry]:
-    """The live entries of one state index run, from ``cur`` (at its first key) on."""
+    """The live entries of an index run (keys ending in the job's ``>Q`` seq) from ``cur``
+    (at its first key) on, while keys begin with ``prefix``."""
     unpack = _Q.unpack_from
     for key, value in cur:
         if not key.startswith(prefix):
@@ -735,23 +737,15 @@ class Journal:
               state: JobState) -> list[LiveEntry]:
         """Up to ``limit`` live entries of an index, from key ``start`` (excluded where
         ``skip_start``) while keys begin with ``prefix``."""
-        out: list[LiveEntry] = []
         if limit <= 0:
-            return out
-        unpack = _Q.unpack_from
+            return []
         with self.env.begin(db=db) as txn:
             cur = txn.cursor()
             if not cur.set_range(start):
-                return out
+                return []
             if skip_start and cur.key() == start and not cur.next():
-                return out
-            for key, value in cur:
-                if not key.startswith(prefix):
-                    break
-                out.append(decode_live(value, unpack(key, len(key) - 8)[0], state))
-                if len(out) >= limit:
-                    break
-        return out
+                return []
+            return list(islice(_index_run(cur, prefix, state), limit))
 
     def interrupted_entries(self, queue: str) -> list[LiveEntry]:
         """The pending jobs of ``queue`` whose last attempt was interrupted (not decided yet)."""
