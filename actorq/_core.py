@@ -275,8 +275,10 @@ class QueueCore:
 
     @property
     def idle(self) -> bool:
-        """No pending, delayed or running job."""
-        return not self.jobs and not self.spilled and not self.delayed_spilled
+        """No pending, delayed or running job. While a horizon is set, the journal's index may
+        still hold jobs beyond it (whatever the spilled counts, which only feed statistics):
+        the queue is idle only once a refill found the index empty."""
+        return not self.jobs and self.horizon is None and self.delayed_horizon is None
 
     def counts(self) -> dict[Where, int]:
         held_delayed = len(self._delayed)

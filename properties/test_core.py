@@ -368,7 +368,10 @@ class CoreMachine(RuleBasedStateMachine):
         for model in live.values():
             counts[model.state] += 1
         assert core.counts() == counts, (core.counts(), counts)
-        assert core.idle == (not live)
+        if core.idle:
+            assert not live, f"idle with {sorted(live)} live"
+        elif core.horizon is None and core.delayed_horizon is None:
+            assert live, "not idle, with no job and no horizon"
         assert len(core.running) <= self.concurrency, "more jobs running than slots"
 
     @invariant()

@@ -298,3 +298,20 @@ def test_a_reopened_delayed_backlog_partly_overdue_runs_in_priority_order(journa
     # at their due times (the two runs' virtual wall clocks start a few real ms apart)
     assert all(abs(t - (1000.0 + i)) < 0.5 for i, (_p, t) in enumerate(started[-5:]))
     assert all(t < 100.5 for _p, t in started[:-5])  # the overdue ones at once
+
+
+def test_a_queue_is_idle_only_once_its_indexes_are_read_to_the_end():
+    """join() answers on ``idle``; a spilled count that went wrong (statistics) must not make a
+    queue idle while its index may still hold jobs beyond the horizon."""
+    from actorq._core import CoreJob, QueueCore
+
+    core = QueueCore(1, window=4)
+    core.spill_all(1)
+    core.forget_spilled()  # the count says none is left...
+    assert not core.idle  # ...but nothing has read the index to its end yet
+    core.refilled([CoreJob("j", 2, 1, 0.0)], exhausted=True)
+    core.refilled([], exhausted=True, kind="delayed")
+    assert not core.idle
+    (job,) = core.take_startable(0.0)
+    core.succeeded(job.id)
+    assert core.idle
