@@ -123,17 +123,21 @@ def _qkey(queue: str) -> bytes:
     return queue.encode() + b"\x00"
 
 
-def _sortable_float(x: float) -> bytes:
-    """``x`` packed so that its bytes sort as the number does (IEEE 754 order, sign-fixed)."""
-    bits = _Q.unpack(_D.pack(x))[0]
-    return _Q.pack(bits ^ _ALL if bits & _BIAS else bits | _BIAS)
+def _float_order(x: float) -> int:
+    """``x``'s IEEE 754 bits, sign-fixed so that, packed big-endian, they sort as ``x`` does."""
+    bits = int.from_bytes(_D.pack(x), "big")
+    return bits ^ _ALL if bits & _BIAS else bits | _BIAS
+
+
+_RANK = struct.Struct(">QQQ")
+_DUE = struct.Struct(">QQ")
 
 
 def rank_key(qkey: bytes, priority: int, ready_at: float, seq: int,
              interrupted: bool = False) -> bytes:
     """A ready index key: its bytes sort as ``(interrupted first, priority, ready_at, seq)``."""
-    return (qkey + (_INTERRUPTED if interrupted else _WAITING) + _Q.pack(priority + _BIAS)
-            + _sortable_float(ready_at) + _Q.pack(seq))
+    return (qkey + (_INTERRUPTED if interrupted else _WAITING)
+            + _RANK.pack(priority + _BIAS, _float_order(ready_at), seq))
 
 
 def _record_rank_key(rec: JobRecord) -> bytes:
@@ -142,7 +146,7 @@ def _record_rank_key(rec: JobRecord) -> bytes:
 
 def due_key(qkey: bytes, due: float, seq: int) -> bytes:
     """A ``sched`` index key: its bytes sort as ``(due, seq)``."""
-    return qkey + _sortable_float(due) + _Q.pack(seq)
+    return qkey + _DUE.pack(_float_order(due), seq)
 
 
 def _record_due_key(rec: JobRecord) -> bytes:
