@@ -171,12 +171,17 @@ class Writer:
         submitters and are no crash), escalate with SupervisorError when too often."""
         crashes = CrashLog("journal writer", Restart())
         task_status.started()
-        while True:
-            try:
-                await self.run()
-                return
-            except Exception as exc:
-                crashes.record("journal writer", exc, trio.current_time(), wall_now())
+        try:
+            while True:
+                try:
+                    await self.run()
+                    return
+                except Exception as exc:
+                    crashes.record("journal writer", exc, trio.current_time(), wall_now())
+        finally:  # stopped for good (also by escalating): nothing waits, no thread is left
+            self._closed = True
+            self._fail_pending(JournalError("the journal writer has stopped"))
+            self._stop_thread()
 
     async def run(self) -> None:
         """Watch the writer until :meth:`close` and until what was submitted is committed, then

@@ -8,6 +8,7 @@ Public behaviour goes through ``actorq.open_runtime``; internals through
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from actorq._model import (
     Succeeded,
     apply_event,
 )
+from actorq._supervisor import find_supervisor_error
 from tests.support import run
 
 S = JobState
@@ -977,6 +979,30 @@ def test_open_runtime_leaves_no_writer_thread_running(journal_path):
             assert any(t.name == "actorq journal writer" for t in threading.enumerate())
 
     run(main)
+    assert not any(t.name == "actorq journal writer" for t in threading.enumerate())
+
+
+def test_a_writer_that_escalates_leaves_no_thread_running(journal_path):
+    """A writer crashing more often than its restart intensity allows (here: a bug in its
+    commit callback) escalates out of open_runtime; its thread stops with it."""
+    import threading
+
+    def broken(records):
+        raise RuntimeError("bug in on_commit")
+
+    async def main():
+        async with actorq.open_runtime(journal_path) as rt:
+            q = await rt.spawn_queue("q", lambda job: None)
+            await q.wait(await q.enqueue(1))
+            rt.writer.on_commit = broken
+            for i in range(10):
+                with contextlib.suppress(Exception):
+                    await q.enqueue(i)
+            await trio.sleep(10)
+
+    with pytest.raises(BaseException) as info:  # noqa: B017 - checked below
+        run(main)
+    assert find_supervisor_error(info.value) is not None
     assert not any(t.name == "actorq journal writer" for t in threading.enumerate())
 
 
