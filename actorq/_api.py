@@ -51,6 +51,7 @@ from ._model import (
     parse_priority,
     parse_state,
 )
+from ._supervisor import log
 from ._writer import Records, Writer
 
 _current_runtime: contextvars.ContextVar[Runtime] = contextvars.ContextVar("actorq_runtime")
@@ -488,6 +489,7 @@ async def open_runtime(path: str | os.PathLike[str], *, durability: str = "fsync
         raise TypeError(f"path must be a str or a path (got {path!r})")
     journal = Journal(path, sync=durability == "fsync")
     body_error: BaseException | None = None
+    leaving: BaseException | None = None  # what leaves the runtime's block, if anything
     try:
         journal.interrupt_stale(wall_now())
         runtime = Runtime(journal, durability)
@@ -511,18 +513,29 @@ async def open_runtime(path: str | os.PathLike[str], *, durability: str = "fsync
                 finally:
                     runtime.writer.close()
         except BaseExceptionGroup as group:
+            leaving = group
             if body_error is not None and all(
                     leaf is body_error or isinstance(leaf, trio.Cancelled)
                     for leaf in _leaves(group)):
                 raise body_error from None
             raise
+        except BaseException as exc:
+            leaving = exc
+            raise
         finally:
             runtime._close_waiters()
-            with trio.CancelScope(shield=True):
-                if durability == "fsync":
-                    await trio.to_thread.run_sync(journal.requeue_running, wall_now())
-                else:
-                    journal.requeue_running(wall_now())
+            try:
+                with trio.CancelScope(shield=True):
+                    if durability == "fsync":
+                        await trio.to_thread.run_sync(journal.requeue_running, wall_now())
+                    else:
+                        journal.requeue_running(wall_now())
+            except Exception as exc:
+                if leaving is None:
+                    raise
+                # What is already leaving open_runtime (a SupervisorError, say) says more; the
+                # jobs left running are recorded interrupted at the next open, as after a crash.
+                log.warning("could not requeue the running jobs at close: %r", exc)
     finally:
         journal.close()
 

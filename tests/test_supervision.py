@@ -396,3 +396,27 @@ def test_a_failed_journal_read_between_rounds_fails_the_waiting_requests(journal
             assert await q.list() == [await q.status(job_id)]
 
     run(main)
+
+
+def test_a_failing_close_does_not_hide_the_escalation_leaving_open_runtime(journal_path,
+                                                                           caplog):
+    """Commits keep failing (a broken disk, injected), the queue escalates, and the final
+    requeue at close fails as well: what leaves open_runtime is the SupervisorError, with the
+    close's failure logged; the jobs left running are recorded interrupted at the next open."""
+    from actorq._supervisor import find_supervisor_error
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+            q = await actorq.spawn_queue("q", lambda job: None,
+                                         restart=actorq.Restart(max_restarts=1, within=100))
+            actorq.testing.fail_next_commits(rt, 100)
+            for i in range(5):
+                with pytest.raises(Exception):  # noqa: B017 - whatever the queue reports
+                    await q.enqueue(i)
+            await trio.sleep(5)
+
+    with caplog.at_level(logging.WARNING, logger="actorq"), \
+            pytest.raises(BaseException) as info:  # noqa: B017 - checked below
+        run(main)
+    assert find_supervisor_error(info.value) is not None
+    assert "could not requeue the running jobs at close" in caplog.text
