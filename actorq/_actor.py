@@ -563,6 +563,19 @@ class QueueActor:
         for job_id, returned in self._threads.items():
             if not returned.is_set():
                 self.core.block(job_id)
+        if self.debouncer is not None and self.debouncer.leading_mode:
+            self._restore_finished_leads(wall)
+
+    def _restore_finished_leads(self, wall: float) -> None:
+        """Leading mode: a leading job that already finished still holds its key's window
+        (``wait`` seconds from its enqueue): rebuild those windows from the jobs that finished
+        within the last ``wait`` seconds."""
+        assert self.debouncer is not None and self.spec.debounce is not None
+        since = wall - self.spec.debounce.wait
+        for rec in self.runtime.journal.finished_since(self.name, since):
+            if rec.leading and rec.debounce_key is not None and rec.created_at >= since:
+                self.debouncer.restore_leading(rec.debounce_key, None,
+                                               at=from_wall(rec.created_at))
 
     def _restore_burst(self, rec: LiveEntry) -> None:
         """Rebuild a waiting debounced job's burst from its journaled wall-clock times."""

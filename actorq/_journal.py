@@ -763,6 +763,25 @@ class Journal:
                     for _seq, job_id in self._state_ids(txn, JobState.RUNNING, None)]
         return [r for r in recs if r and (before_epoch is None or r.epoch < before_epoch)]
 
+    def finished_since(self, queue: str, since: float) -> list[JobRecord]:
+        """The jobs of ``queue`` that finished at or after wall time ``since``, newest first
+        (read back from the end of the ``done`` table: costs what finished since then)."""
+        prefix = _qkey(queue)
+        out: list[JobRecord] = []
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self._done_db)
+            # the queue's last finished job: just before the first key past its prefix
+            found = cur.prev() if cur.set_range(prefix[:-1] + b"\x01") else cur.last()
+            while found and cur.key().startswith(prefix):
+                value = cur.value()
+                if _D.unpack_from(value)[0] < since:
+                    break
+                rec = self._get(txn, decode_value(value[_D.size:])[0])
+                if rec is not None:
+                    out.append(rec)
+                found = cur.prev()
+        return out
+
     def list(self, queue: str, state: JobState | None = None, limit: int = 100
              ) -> list[JobRecord]:
         """The oldest ``limit`` jobs of ``queue`` (of one state, if given), oldest first."""

@@ -185,6 +185,29 @@ def test_a_restart_keeps_the_burst_and_its_deadline(journal_path):
     assert [p for _t, p in rec.runs] == ["c"]
 
 
+def test_a_restart_keeps_the_window_of_a_leading_job_that_already_finished(journal_path):
+    rec = Recorder()
+
+    async def main():
+        debounce = actorq.Debounce(5, mode="leading")
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", rec.handler, debounce=debounce)
+            await q.wait(await q.enqueue("lead"))  # t=0: runs and finishes at once
+            await trio.sleep(1)
+        await trio.sleep(1)  # down from t=1 to t=2
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = await actorq.spawn_queue("q", rec.handler, debounce=debounce)
+            b = await q.enqueue("b")  # t=2: within 5 s of the lead: a trailing burst
+            assert (await q.status(b)).state is JobState.DELAYED
+            await q.join()
+            await trio.sleep(4)
+            await q.enqueue("next-lead")  # t=11: the window is over
+            await q.join()
+
+    run(main)
+    assert rec.runs == [(0, "lead"), (7, "b"), (11, "next-lead")]
+
+
 def test_a_deadline_that_passed_while_down_starts_at_once(journal_path):
     rec = Recorder()
 

@@ -1028,3 +1028,22 @@ def test_a_shielded_commit_returns_its_records_to_a_cancelled_caller(journal_pat
             assert (rt.journal.get("s2") is None) == (durability == "os")
 
     run(main)
+
+
+def test_finished_since_reads_back_one_queues_recent_finishes(journal_path):
+    j = Journal(journal_path, sync=False)
+    try:
+        jobs = [("a", "q", 10.0), ("b", "q2", 11.0), ("c", "q", 12.0), ("d", "q", 13.0),
+                ("e", "r", 14.0)]
+        j.commit([Enqueued(record(job_id, queue)) for job_id, queue, _at in jobs])
+        for job_id, _queue, at in jobs:
+            j.commit([Started(job_id, at, 1, j.epoch)])
+            j.commit([Succeeded(job_id, at, None)])
+        assert [r.id for r in j.finished_since("q", 12.0)] == ["d", "c"]
+        assert [r.id for r in j.finished_since("q", 0.0)] == ["d", "c", "a"]
+        assert [r.id for r in j.finished_since("q2", 0.0)] == ["b"]
+        assert [r.id for r in j.finished_since("r", 0.0)] == ["e"]  # the last queue of all
+        assert j.finished_since("p", 0.0) == [] and j.finished_since("q", 20.0) == []
+    finally:
+        j.close()
+
