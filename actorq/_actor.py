@@ -376,7 +376,15 @@ class QueueActor:
                          bucket=self.bucket, window=window, low_water=low)
 
     def statistics(self) -> QueueStatistics:
-        counts = self.core.counts()
+        core = self.core
+        counts = core.counts()
+        if core.horizon is not None or core.delayed_horizon is not None:
+            # jobs wait beyond the window: the journal counts them (as of its last commit)
+            stored = self.runtime.journal.counts(self.name)
+            if core.horizon is not None:
+                counts["ready"] = stored[JobState.PENDING]
+            if core.delayed_horizon is not None:
+                counts["delayed"] = stored[JobState.DELAYED]
         return QueueStatistics(
             name=self.name, concurrency=self.spec.concurrency, paused=self.paused,
             ready=counts["ready"], delayed=counts["delayed"], running=counts["running"],
@@ -531,11 +539,9 @@ class QueueActor:
         else:
             chunk = self._chunk
             interrupted = journal.interrupted_entries(self.name)
-            counts = journal.counts(self.name)
             first = journal.ready_entries(self.name, None, chunk)
             due_first = journal.delayed_entries(self.name, None, chunk)
-            self.core.spill_all(counts[JobState.PENDING] - len(interrupted),
-                                counts[JobState.DELAYED])
+            self.core.spill_all()
             self._take_in(first, chunk, "ready", offset)
             # those due already are journaled due in this first round
             self._take_in(due_first, chunk, "delayed", offset)
@@ -729,7 +735,7 @@ class QueueActor:
             record, superseded = new.record, None
             if self.debouncer is not None:
                 record, superseded = self._debounce(new.record, new.core, now, wall)
-            rnd.add(Enqueued(record), partial(self._on_enqueued, job_id, record.state))
+            rnd.add(Enqueued(record), partial(self._on_enqueued, job_id))
             self._add(rnd, record, new.core, now, wall)
             if superseded is not None:
                 self._supersede(rnd, superseded, job_id, wall)
@@ -764,13 +770,9 @@ class QueueActor:
 
         rnd.add(Cancelled(old_id, wall, superseded_by=new_id), cancelled)
 
-    def _on_enqueued(self, job_id: str, state: JobState, rec: JobRecord | None) -> None:
-        job = self.core.jobs.get(job_id)
+    def _on_enqueued(self, job_id: str, rec: JobRecord | None) -> None:
         if rec is None:  # another queue journaled this id first: it is held, ours is dropped
-            if job is None:  # it was left to the index, beyond the window
-                self.core.forget_spilled("delayed" if state is JobState.DELAYED else "ready")
-            else:
-                self.core.forget(job_id)
+            self.core.forget(job_id)
         else:
             self.core.journaled(job_id, rec.seq)  # its place in enqueue order, known now
 
@@ -856,8 +858,7 @@ class QueueActor:
             if scope is not None:
                 scope.cancel()
             return
-        spilled, kind = False, "ready"
-        if where is None:
+        if where is None:  # not in memory: finished, beyond the window, or another queue's
             rec = self.runtime.journal.get(msg.job_id)
             if rec is None:
                 rnd.after.append(partial(msg.reply.fail, UnknownJob(msg.job_id)))
@@ -865,16 +866,9 @@ class QueueActor:
             if rec.state.terminal:
                 rnd.after.append(partial(msg.reply.set, False))
                 return
-            # a waiting job of ours not in memory waits in an index (beyond the window)
-            spilled = (rec.state in (JobState.PENDING, JobState.DELAYED)
-                       and rec.queue == self.name)
-            if rec.state is JobState.DELAYED:
-                kind = "delayed"
         rnd.finished = True
 
         def cancelled(rec: JobRecord | None) -> None:
-            if spilled and rec is not None:
-                self.core.forget_spilled(kind)
             msg.reply.set(rec is not None)
             if rec is not None:
                 self._spawn_hook(self.spec.hooks.on_cancel, rec)

@@ -12,16 +12,16 @@ the runtime), while ``ready_at`` is the time a job is ranked by among ready jobs
 journal stores (wall-clock seconds in the runtime). The core never compares the two: it only moves
 ``ready_at`` by a retry's delay (``attempt_failed(wall=)``). Driven alone (tests), both are ``now``.
 
-**The window.** A queue with a ``window`` holds at most about that many ready jobs in memory;
-the rest stay in the journal's ready index, in the same ``(priority, ready_at, seq)`` order, and
-are counted in ``spilled``. ``horizon`` is the rank of the last ready job taken in from the index:
-every ready job in memory ranks before it, every spilled one after it, so the best job in memory is
-the best job of the queue. A job that becomes ready ranked after the horizon is spilled (it is in
-the index once the round that made it ready commits); the shell refills the window from the index
-after a commit (:meth:`QueueCore.refill_wanted`, :meth:`QueueCore.refilled`) and lets it shed
-jobs when it grows too large (:meth:`QueueCore.shed`). Delayed jobs have a window of their own,
-over the journal's index of delayed jobs by due time (``delayed_horizon``, ``delayed_spilled``):
-the ones due first are in memory. Without a window, every job is in memory.
+**The window.** A queue with a ``window`` holds at most about that many ready jobs in memory; the
+rest stay ("spilled") in the journal's ready index, in the same ``(priority, ready_at, seq)``
+order; the journal counts them. ``horizon`` is the rank of the last ready job taken in from the
+index: every ready job in memory ranks before it, every spilled one after it, so the best job in
+memory is the best job of the queue. A job that becomes ready ranked after the horizon is spilled
+(it is in the index once the round that made it ready commits); the shell refills the window from
+the index after a commit (:meth:`QueueCore.refill_wanted`, :meth:`QueueCore.refilled`) and lets it
+shed jobs when it grows too large (:meth:`QueueCore.shed`). Delayed jobs have a window of their
+own, over the journal's index of delayed jobs by due time (``delayed_horizon``): the ones due first
+are in memory. Without a window, every job is in memory.
 """
 
 from __future__ import annotations
@@ -115,10 +115,8 @@ class QueueCore:
     window: int | None = None  # at most about this many ready jobs in memory (None: all)
     low_water: int | None = None  # refill below this many (None: half the window)
     horizon: Rank | None = None  # every spilled ready job ranks after this (None: none spilled)
-    spilled: int = 0  # ready jobs left in the journal's index, not in memory
     # the same for delayed jobs, by when they are due: ``(ready_at, seq)``
     delayed_horizon: tuple[float, int] | None = None
-    delayed_spilled: int = 0
 
     # ---- adding and removing
 
@@ -276,27 +274,24 @@ class QueueCore:
     @property
     def idle(self) -> bool:
         """No pending, delayed or running job. While a horizon is set, the journal's index may
-        still hold jobs beyond it (whatever the spilled counts, which only feed statistics):
-        the queue is idle only once a refill found the index empty."""
+        still hold jobs beyond it: the queue is idle only once a refill found it empty."""
         return not self.jobs and self.horizon is None and self.delayed_horizon is None
 
     def counts(self) -> dict[Where, int]:
+        """Jobs held in memory, by where they are (beyond a window, the journal counts)."""
         held_delayed = len(self._delayed)
-        waiting = {"delayed": held_delayed + self.delayed_spilled, "running": len(self.running)}
-        waiting["ready"] = (len(self.jobs) - held_delayed - waiting["running"] + self.spilled)
+        waiting = {"delayed": held_delayed, "running": len(self.running)}
+        waiting["ready"] = len(self.jobs) - held_delayed - waiting["running"]
         return waiting  # type: ignore[return-value]
 
     # ---- the window (see the module's docstring)
 
-    def spill_all(self, ready: int, delayed: int = 0) -> None:
-        """Start with ``ready`` ready and ``delayed`` delayed jobs in the journal's indexes and
-        none of them in memory (a queue that loads its backlog a window at a time);
-        :meth:`refilled` takes them in."""
+    def spill_all(self) -> None:
+        """Start with every waiting job in the journal's indexes and none in memory (a queue
+        that loads its backlog a window at a time); :meth:`refilled` takes them in."""
         assert self.window is not None, "spill_all() needs a window"
         self.horizon = (-(1 << 63) - 1, -math.inf, -1)  # before every rank
-        self.spilled = ready
         self.delayed_horizon = (-math.inf, -1)
-        self.delayed_spilled = delayed
 
     def refill_wanted(self, kind: Literal["ready", "delayed"] = "ready",
                       wall: float | None = None) -> int:
@@ -326,12 +321,10 @@ class QueueCore:
         """Take in the next jobs of ``kind`` from its index, in its order (``exhausted``: the
         index holds none after them, so every such job is now in memory). A delayed job comes
         with its ``due`` time; one already due is promoted by the next :meth:`promote_due`."""
-        taken = 0
         for job in jobs:
             if job.id in self.jobs:
                 continue
             self.jobs[job.id] = job
-            taken += 1
             if kind == "ready":
                 job.where = "ready"
                 self._ready.push(job.id, job.rank)
@@ -341,19 +334,9 @@ class QueueCore:
                 self._delayed.push(job.id, (job.due, job.seq))
         if kind == "ready":
             self.horizon = None if exhausted else jobs[-1].rank if jobs else self.horizon
-            self.spilled = 0 if exhausted else max(self.spilled - taken, 0)
         else:
             self.delayed_horizon = (None if exhausted else _when(jobs[-1]) if jobs
                                     else self.delayed_horizon)
-            self.delayed_spilled = 0 if exhausted else max(self.delayed_spilled - taken, 0)
-
-    def forget_spilled(self, kind: Literal["ready", "delayed"] = "ready") -> None:
-        """A spilled job of ``kind`` left the queue without being taken in (cancelled, or its
-        enqueue was refused)."""
-        if kind == "ready":
-            self.spilled = max(self.spilled - 1, 0)
-        else:
-            self.delayed_spilled = max(self.delayed_spilled - 1, 0)
 
     def rebalance_wanted(self) -> bool:
         """Whether :meth:`shed` or :meth:`refill_wanted` has work to do."""
@@ -383,7 +366,6 @@ class QueueCore:
                 else:
                     self._ready.remove(job.id)
                     self._spill(job)
-                    self.spilled += 1
                     dropped += 1
         if len(self._delayed) > 2 * window:
             ordered = sorted((self.jobs[i] for i in self._delayed.ids()), key=_when)
@@ -391,7 +373,6 @@ class QueueCore:
             for job in ordered[window:]:
                 self._delayed.remove(job.id)
                 self._spill(job)
-                self.delayed_spilled += 1
                 dropped += 1
         return dropped
 
@@ -403,14 +384,10 @@ class QueueCore:
         if self.horizon is not None:
             for job_id in self._ready.ids():
                 assert self.jobs[job_id].rank <= self.horizon, f"{job_id} ranks after horizon"
-        else:
-            assert self.spilled == 0, "jobs spilled without a horizon"
         if self.delayed_horizon is not None:
             for job_id in self._delayed.ids():
                 assert _when(self.jobs[job_id]) <= self.delayed_horizon, (
                     f"delayed {job_id} after the delayed horizon")
-        else:
-            assert self.delayed_spilled == 0, "delayed jobs spilled without a horizon"
         for job_id, job in self.jobs.items():
             places = [job_id in self._ready, job_id in self._delayed, job_id in self.running,
                       job_id in self._parked]
@@ -433,7 +410,6 @@ class QueueCore:
         job.due = due
         if self.delayed_horizon is not None and _when(job) > self.delayed_horizon:
             self._spill(job)  # due after a delayed job still in the index: it waits there
-            self.delayed_spilled += 1
             return
         job.where = "delayed"
         self._delayed.push(job.id, (due, job.seq))
@@ -447,7 +423,6 @@ class QueueCore:
             # Ranked after a job still in the index: it waits there (the round that made it
             # ready journals it as pending) until a refill reaches it.
             self._spill(job)
-            self.spilled += 1
         else:
             job.where = "ready"
             self._ready.push(job.id, job.rank)

@@ -322,7 +322,8 @@ class CrashInfo:
 
 @attrs.frozen
 class QueueStatistics:
-    """A queue's live numbers, from memory (``queue.statistics()``: sync and cheap)."""
+    """A queue's live numbers (``queue.statistics()``: sync and cheap): from memory, and, where
+    jobs wait beyond the queue's in-memory window, their number from the journal's counters."""
 
     name: str
     concurrency: int

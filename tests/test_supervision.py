@@ -387,7 +387,7 @@ def test_a_failed_journal_read_between_rounds_fails_the_waiting_requests(journal
                 return real(self, *args)
 
             monkeypatch.setattr(Journal, "ready_entries", ready_entries)
-            q._actor.core.spill_all(0)  # the next round reads the index
+            q._actor.core.spill_all()  # the next round reads the index
             with trio.fail_after(10), pytest.raises(OSError, match="injected"):
                 await q.enqueue("x")
             job_id = await q.enqueue("y")

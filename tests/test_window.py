@@ -301,14 +301,13 @@ def test_a_reopened_delayed_backlog_partly_overdue_runs_in_priority_order(journa
 
 
 def test_a_queue_is_idle_only_once_its_indexes_are_read_to_the_end():
-    """join() answers on ``idle``; a spilled count that went wrong (statistics) must not make a
-    queue idle while its index may still hold jobs beyond the horizon."""
+    """join() answers on ``idle``: with no job in memory, a queue whose indexes may still hold
+    jobs beyond its horizons is not idle until a refill found them empty."""
     from actorq._core import CoreJob, QueueCore
 
     core = QueueCore(1, window=4)
-    core.spill_all(1)
-    core.forget_spilled()  # the count says none is left...
-    assert not core.idle  # ...but nothing has read the index to its end yet
+    core.spill_all()
+    assert not core.idle  # nothing in memory, but nothing has read the indexes yet
     core.refilled([CoreJob("j", 2, 1, 0.0)], exhausted=True)
     core.refilled([], exhausted=True, kind="delayed")
     assert not core.idle
