@@ -349,6 +349,7 @@ class QueueActor:
         self._cancel_requested: dict[str, list[Reply]] = {}
         self._joiners: list[Reply] = []
         self._threads: dict[str, trio.Event] = {}  # job id -> set when its abandoned thread returns
+        self._outcome_replies: set[Reply] = set()  # workers waiting for their outcome
         self.injected_crashes: list[BaseException] = []  # actorq.testing.crash_next_job
         self.debouncer: Debouncer | None = None  # rebuilt from the journal by each incarnation
         self.stopping = False
@@ -522,6 +523,11 @@ class QueueActor:
                 error = exc if isinstance(exc, Exception) else RuntimeError("the queue stopped")
                 for reply in rnd.replies:
                     reply.fail(error)
+                # Outcomes still in the inbox are stale once this incarnation is gone (the next
+                # one requeues their jobs from the journal): answer their workers now, or their
+                # shielded waits would keep this incarnation, and so the restart, from ending.
+                for reply in list(self._outcome_replies):
+                    reply.set(None)
                 raise
             if rnd.stop:
                 return
@@ -1090,17 +1096,21 @@ class QueueActor:
                                  rec.payload, _NO_REPLY))
             return
         reply = Reply()
+        self._outcome_replies.add(reply)
         self.send(OutcomeMsg(generation, rec.id, rec.attempts, kind, result, error, rec.payload,
                              reply))
         try:
             # Shielded: a handler that returned has its outcome journaled even while the
-            # runtime is closing (the actor answers every request, or fails it as it stops).
+            # runtime is closing (the actor answers every request, or fails it as it stops;
+            # where it crashes first, it answers this outcome as stale).
             with trio.CancelScope(shield=True):
                 outcome = await reply.get()
         except Exception:
             # The queue actor crashed before the outcome was durable. Its supervisor is
             # stopping this incarnation's workers too: wait for that, it is not our crash.
             await trio.sleep_forever()
+        finally:
+            self._outcome_replies.discard(reply)
         if outcome is None:
             return
         what, _new = outcome

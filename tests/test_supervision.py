@@ -420,3 +420,61 @@ def test_a_failing_close_does_not_hide_the_escalation_leaving_open_runtime(journ
         run(main)
     assert find_supervisor_error(info.value) is not None
     assert "could not requeue the running jobs at close" in caplog.text
+
+
+def test_a_worker_waiting_for_its_outcome_does_not_block_a_restart(journal_path):
+    """A worker with hooks waits (shielded) for its outcome to be journaled. Where the queue
+    actor crashes (a failed commit) with that outcome still in its inbox, the worker is answered
+    (stale) instead of blocking the restart forever; the restarted actor requeues the job from
+    the journal (its attempt uncounted), it runs again, and its hook runs once."""
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+    runs, successes = [], []
+    finish_first = trio.Event()
+    calls = []
+
+    def hold_then_fail():  # the next commit waits in the writer thread, then fails
+        calls.append(1)
+        if len(calls) == 1:
+            entered.set()
+            release.wait(10)
+            raise OSError("injected journal commit failure (held)")
+
+    async def handler(job):
+        runs.append(job.attempt)
+        if len(runs) == 1:
+            await finish_first.wait()
+        return "done"
+
+    async def on_success(job, result):
+        successes.append((job.id, job.attempt, result))
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="fsync") as rt:
+            q = await actorq.spawn_queue("q", handler, hooks=actorq.Hooks(on_success=on_success))
+            job_id = await q.enqueue("x")
+            while not runs:
+                await trio.sleep(0.001)
+            rt.journal.before_commit = hold_then_fail
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+
+                    async def lost():
+                        with pytest.raises(actorq.JournalError):
+                            await q.enqueue("lost")
+
+                    nursery.start_soon(lost)
+                    await trio.to_thread.run_sync(entered.wait, 10)
+                    finish_first.set()  # its outcome reaches the inbox during the commit
+                    while not q._actor._inbox.statistics().current_buffer_used:
+                        await trio.sleep(0.001)
+                    release.set()
+                assert await q.wait(job_id) == "done"
+            info = await q.status(job_id)
+            assert info.state is JobState.COMPLETED and info.attempts == 1
+            assert q.statistics().restarts == {"queue actor": 1}
+
+    trio.run(main)
+    assert successes == [(successes[0][0], 1, "done")]
+    assert runs == [1, 1]
