@@ -672,6 +672,13 @@ def build_report(mode: str, sizes: dict[str, Any], systems: list[System], w1: di
     targets.append(("W1 fsync end-to-end >= 30,000 jobs/s (100 producers)",
                     f"{fmt_rate(v)} jobs/s (ceiling on this disk: {fmt_rate(c)})",
                     None if v is None else v >= TARGETS["w1_fsync_e2e"]))
+    # The issue set 30,000 as half of the ceiling it measured then (~58,000); the ceiling moves
+    # with the machine, so the same yardstick is also given against this run's ceiling.
+    targets.append(("W1 fsync end-to-end >= half of this run's ceiling (the basis of the "
+                    "30,000 target)",
+                    "n/a" if v is None or not c else
+                    f"{fmt_rate(v)} jobs/s = {100 * v / c:.0f}% of {fmt_rate(c)}",
+                    None if v is None or not c else v >= c / 2))
     r2 = w2.get("actorq fsync", {})
     for key, name in (("p50_ms", "p50 <= 0.35 ms"), ("p99_ms", "p99 <= 0.8 ms"),
                       ("max_ms", "max <= 5 ms")):
