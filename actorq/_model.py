@@ -541,7 +541,10 @@ EVENT_TAGS: dict[type, str] = {
     Interrupted: "intr",
 }
 
-_S = JobState
+# The states as module globals: an enum class attribute lookup (``JobState.RUNNING``) costs
+# ~80 ns, a global ~10 ns, and the folds run for every transition.
+_PENDING, _DELAYED, _RUNNING = JobState.PENDING, JobState.DELAYED, JobState.RUNNING
+_COMPLETED, _FAILED, _CANCELLED = JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED
 
 
 def apply_event(rec: JobRecord | None, ev: Event, seq: int) -> JobRecord | None:
@@ -578,39 +581,39 @@ def apply_event(rec: JobRecord | None, ev: Event, seq: int) -> JobRecord | None:
 
 
 def _started(r: JobRecord, ev: Started, log: tuple[int, ...]) -> JobRecord | None:
-    if (r.state is not _S.PENDING and r.state is not _S.DELAYED) or r.interrupted:
+    if (r.state is not _PENDING and r.state is not _DELAYED) or r.interrupted:
         return None
-    return _record(r.id, r.queue, _S.RUNNING, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _RUNNING, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, None, ev.attempt, r.max_attempts, r.timeout, ev.at,
                      r.finished_at, r.result, r.error, r.superseded_by, ev.epoch, r.interrupted,
                      r.debounce_key, r.debounce_first_at, r.leading, log)
 
 
 def _due(r: JobRecord, ev: Due, log: tuple[int, ...]) -> JobRecord | None:
-    if r.state is not _S.DELAYED:
+    if r.state is not _DELAYED:
         return None
-    return _record(r.id, r.queue, _S.PENDING, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _PENDING, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, None, r.attempts, r.max_attempts, r.timeout, r.started_at,
                      r.finished_at, r.result, r.error, r.superseded_by, r.epoch, r.interrupted,
                      r.debounce_key, r.debounce_first_at, r.leading, log)
 
 
 def _succeeded(r: JobRecord, ev: Succeeded, log: tuple[int, ...]) -> JobRecord | None:
-    if r.state is not _S.RUNNING:
+    if r.state is not _RUNNING:
         return None
-    return _record(r.id, r.queue, _S.COMPLETED, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _COMPLETED, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, r.run_at, r.attempts, r.max_attempts, r.timeout, r.started_at,
                      ev.at, ev.result, r.error, r.superseded_by, r.epoch, r.interrupted,
                      r.debounce_key, r.debounce_first_at, r.leading, log)
 
 
 def _attempt_failed(r: JobRecord, ev: AttemptFailed, log: tuple[int, ...]) -> JobRecord | None:
-    if r.state is not _S.RUNNING and not r.interrupted:
+    if r.state is not _RUNNING and not r.interrupted:
         return None
     if ev.retry_at is not None and ev.retry_at > ev.at:
-        state, run_at, ready_at = _S.DELAYED, ev.retry_at, ev.retry_at
+        state, run_at, ready_at = _DELAYED, ev.retry_at, ev.retry_at
     else:
-        state, run_at, ready_at = _S.PENDING, None, ev.at
+        state, run_at, ready_at = _PENDING, None, ev.at
     return _record(r.id, r.queue, state, r.payload, r.priority, r.seq, r.created_at,
                      ready_at, run_at, r.attempts, r.max_attempts, r.timeout, r.started_at,
                      r.finished_at, r.result, ev.error, r.superseded_by, r.epoch, False,
@@ -618,32 +621,32 @@ def _attempt_failed(r: JobRecord, ev: AttemptFailed, log: tuple[int, ...]) -> Jo
 
 
 def _failed(r: JobRecord, ev: Failed, log: tuple[int, ...]) -> JobRecord | None:
-    return _record(r.id, r.queue, _S.FAILED, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _FAILED, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, None, r.attempts, r.max_attempts, r.timeout, r.started_at,
                      ev.at, r.result, ev.error, r.superseded_by, r.epoch, False,
                      r.debounce_key, r.debounce_first_at, r.leading, log)
 
 
 def _cancelled(r: JobRecord, ev: Cancelled, log: tuple[int, ...]) -> JobRecord | None:
-    return _record(r.id, r.queue, _S.CANCELLED, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _CANCELLED, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, None, r.attempts, r.max_attempts, r.timeout, r.started_at,
                      ev.at, r.result, r.error, ev.superseded_by, r.epoch, False,
                      r.debounce_key, r.debounce_first_at, r.leading, log)
 
 
 def _requeued(r: JobRecord, ev: Requeued, log: tuple[int, ...]) -> JobRecord | None:
-    if r.state is not _S.RUNNING:
+    if r.state is not _RUNNING:
         return None
-    return _record(r.id, r.queue, _S.PENDING, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _PENDING, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, r.run_at, max(r.attempts - 1, 0), r.max_attempts, r.timeout,
                      r.started_at, r.finished_at, r.result, r.error, r.superseded_by, r.epoch,
                      r.interrupted, r.debounce_key, r.debounce_first_at, r.leading, log)
 
 
 def _interrupted(r: JobRecord, ev: Interrupted, log: tuple[int, ...]) -> JobRecord | None:
-    if r.state is not _S.RUNNING:
+    if r.state is not _RUNNING:
         return None
-    return _record(r.id, r.queue, _S.PENDING, r.payload, r.priority, r.seq, r.created_at,
+    return _record(r.id, r.queue, _PENDING, r.payload, r.priority, r.seq, r.created_at,
                      r.ready_at, r.run_at, r.attempts, r.max_attempts, r.timeout, r.started_at,
                      r.finished_at, r.result, ev.error, r.superseded_by, r.epoch, True,
                      r.debounce_key, r.debounce_first_at, r.leading, log)
