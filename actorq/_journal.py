@@ -60,6 +60,7 @@ from ._codec import (
 )
 from ._errors import JournalError, JournalLocked
 from ._model import (
+    _FOLDS,
     LIVE_STATES,
     TERMINAL_STATES,
     Enqueued,
@@ -72,6 +73,7 @@ from ._model import (
     Retention,
     Succeeded,
     apply_event,
+    enqueued_record,
 )
 
 FORMAT_VERSION = 3
@@ -471,6 +473,7 @@ class Journal:
         job_keys: list[bytes] = []
         job_values: list[bytes] = []
         ops = _Ops(self.env, self.dbs)
+        folds = _FOLDS
         try:
             for ev in events:
                 enqueued = isinstance(ev, Enqueued)
@@ -484,18 +487,29 @@ class Journal:
                             entry = (decode_record(raw), None)
                     current[job_id] = entry
                     first[job_id] = None if entry is None else entry[0]
-                old = None if entry is None else entry[0]
-                new = apply_event(old, ev, seq)
-                if new is None:
-                    results.append(None)
-                    continue
+                # apply_event(old, ev, seq), inlined for the common cases
                 if enqueued:
+                    if entry is not None:  # the id is taken
+                        results.append(None)
+                        continue
+                    new = enqueued_record(ev.record, seq)  # type: ignore[union-attr]
                     payload = encode_value(new.payload)
                     log.append(encode_enqueued(ev.record, payload))  # type: ignore[union-attr]
                 else:
-                    payload = entry[1]  # type: ignore[index]
+                    if entry is None:
+                        results.append(None)
+                        continue
+                    old, payload = entry
+                    fold = folds.get(type(ev))
+                    if fold is None or old.state in _TERMINAL:
+                        new = apply_event(old, ev, seq)
+                    else:
+                        new = fold(old, ev, old.log + (seq,))
+                    if new is None:
+                        results.append(None)
+                        continue
                     if payload is None:
-                        payload = encode_value(old.payload)  # type: ignore[union-attr]
+                        payload = encode_value(old.payload)
                     log.append(encode_event(ev))
                     if type(new.payload) not in _IMMUTABLE or type(new.result) not in _IMMUTABLE:
                         _own_values(new, payload, ev)
