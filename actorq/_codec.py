@@ -88,23 +88,20 @@ RECORD_FIELDS = (
 )
 STATES: tuple[JobState, ...] = tuple(JobState)
 STATE_INDEX: dict[JobState, int] = {state: i for i, state in enumerate(STATES)}
-# A 23-item array starts with this array16 header; the 22 fields before the payload, packed
-# alone, start with the header of a 22-item array (b"\xdc\x00\x16"), replaced by it.
-_RECORD_HEADER = b"\xdc\x00" + bytes([len(RECORD_FIELDS)])
 if sorted(RECORD_FIELDS) != sorted(f.name for f in attrs.fields(JobRecord)):  # pragma: no cover
     raise RuntimeError("JobRecord's fields changed: update the record layout (and bump the "
                        "journal's FORMAT_VERSION)")
 
 
 def encode_record_with(rec: JobRecord, payload: bytes) -> bytes:
-    """``rec`` encoded, with ``payload`` (:func:`encode_value` of its payload) spliced in."""
-    head = _pack((
+    """``rec`` encoded, with ``payload`` (:func:`encode_value` of its payload) spliced in: the
+    23 items packed with a None (one byte) in the payload's place, replaced by it."""
+    return _pack((
         rec.id, rec.queue, STATE_INDEX[rec.state], rec.priority, rec.seq, rec.created_at,
         rec.ready_at, rec.run_at, rec.attempts, rec.max_attempts, rec.timeout, rec.started_at,
         rec.finished_at, rec.result, rec.error, rec.superseded_by, rec.epoch, rec.interrupted,
-        rec.debounce_key, rec.debounce_first_at, rec.leading, rec.log,
-    ))
-    return _RECORD_HEADER + head[3:] + payload
+        rec.debounce_key, rec.debounce_first_at, rec.leading, rec.log, None,
+    ))[:-1] + payload
 
 
 def encode_record(rec: JobRecord) -> bytes:
@@ -150,11 +147,14 @@ def encode_enqueued(rec: JobRecord, payload: bytes) -> bytes:
 
 def encode_event(ev: Event) -> bytes:
     cls = type(ev)
+    # The two most frequent events, as their map's keys and values packed as one flat tuple
+    # (the same bytes after the header; cheaper than building the dict), the tuple's fixarray
+    # header byte replaced by the map's fixmap one.
     if cls is Started:
-        return _pack({"t": _T_START, "id": ev.id, "at": ev.at, "attempt": ev.attempt,
-                      "epoch": ev.epoch})
+        return b"\x85" + _pack(("t", _T_START, "id", ev.id, "at", ev.at, "attempt", ev.attempt,
+                                 "epoch", ev.epoch))[1:]
     if cls is Succeeded:
-        return _pack({"t": _T_OK, "id": ev.id, "at": ev.at, "result": ev.result})
+        return b"\x84" + _pack(("t", _T_OK, "id", ev.id, "at", ev.at, "result", ev.result))[1:]
     if cls is Enqueued:
         return encode_enqueued(ev.record, _pack(ev.record.payload))
     if cls is Due:

@@ -103,6 +103,18 @@ _IMMUTABLE = frozenset({type(None), str, int, float, bool})
 _Entry = tuple[JobRecord, "bytes | None"]
 
 
+class _QueueKeys:
+    """A queue's key prefixes, built once (the write path would concatenate them per job):
+    ``qkey``, its ``states`` index prefix and its ``counts`` key for each state."""
+
+    __slots__ = ("qkey", "states", "counts")
+
+    def __init__(self, qkey: bytes) -> None:
+        self.qkey = qkey
+        self.states = {state: code + qkey for state, code in CODES.items()}
+        self.counts = {state: qkey + code for state, code in CODES.items()}
+
+
 class MapFull(Exception):
     """The write did not fit in the map: grow it (with no transaction open) and write again."""
 
@@ -291,7 +303,7 @@ class Journal:
         self._cache: dict[str, _Entry] = {}  # live job id -> its committed record
         self._cache_bytes = 0  # the encoded payloads the cache holds
         self._count_values: dict[bytes, int] = {}  # counts key -> its committed value
-        self._qkeys: dict[str, bytes] = {}  # queue -> _qkey(queue), for the write path
+        self._qkeys: dict[str, _QueueKeys] = {}  # queue -> its key prefixes (write path)
         self.closed = False
         # Fault injection (actorq.testing): called inside every write transaction, after its
         # writes and before it commits; an exception aborts the transaction.
@@ -604,14 +616,14 @@ class Journal:
             except MapFull:
                 self.grow()
 
-    def _queue_key(self, queue: str) -> bytes:
-        """``_qkey(queue)``, remembered (for the write path)."""
-        qkey = self._qkeys.get(queue)
-        if qkey is None:
+    def _queue_keys(self, queue: str) -> _QueueKeys:
+        """``queue``'s key prefixes, remembered (for the write path)."""
+        keys = self._qkeys.get(queue)
+        if keys is None:
             if len(self._qkeys) >= 4096:
                 self._qkeys.clear()
-            qkey = self._qkeys[queue] = _qkey(queue)
-        return qkey
+            keys = self._qkeys[queue] = _QueueKeys(_qkey(queue))
+        return keys
 
     def _reindex(self, ops: _Ops, old: JobRecord | None, new: JobRecord,
                  deltas: dict[bytes, int]) -> None:
@@ -619,21 +631,22 @@ class Journal:
         ``new``, and in ``deltas`` its counts' changes."""
         state = new.state
         queue = new.queue
-        qkey = self._qkeys.get(queue) or self._queue_key(queue)
+        keys = self._qkeys.get(queue) or self._queue_keys(queue)
+        qkey = keys.qkey
         live = state not in _TERMINAL
         entry = encode_live(new) if live else None  # a live job always gets a states entry
         if old is not None:
             old_state = old.state
             # a job's queue never changes; compared anyway, it costs nothing
-            old_qkey = qkey if old.queue == queue else _qkey(old.queue)
+            old_keys = keys if old.queue == queue else self._queue_keys(old.queue)
             if old_state is _PENDING:
-                old_rank = rank_key(old_qkey, old.priority, old.ready_at, old.seq,
+                old_rank = rank_key(old_keys.qkey, old.priority, old.ready_at, old.seq,
                                     old.interrupted)
                 if state is not _PENDING or rank_key(
                         qkey, new.priority, new.ready_at, new.seq, new.interrupted) != old_rank:
                     ops.ready.append((old_rank, None))
             elif old_state is _DELAYED:
-                old_due = due_key(old_qkey, old.ready_at, old.seq)
+                old_due = due_key(old_keys.qkey, old.ready_at, old.seq)
                 if state is not _DELAYED or due_key(qkey, new.ready_at, new.seq) != old_due:
                     ops.sched.append((old_due, None))
         if state is _PENDING:
@@ -641,16 +654,14 @@ class Journal:
                 (rank_key(qkey, new.priority, new.ready_at, new.seq, new.interrupted), entry))
         elif state is _DELAYED:  # a delayed job's ready_at: its due time
             ops.sched.append((due_key(qkey, new.ready_at, new.seq), entry))
-        code = CODES[state]
-        key = code + qkey + _Q.pack(new.seq)
+        key = keys.states[state] + _Q.pack(new.seq)
         if old is not None:
             if old_state is state:
                 if live:  # same key; its scheduling fields may have changed
                     ops.states.append((key, entry))
                 return
-            old_code = CODES[old_state]
-            ops.states.append((old_code + old_qkey + _Q.pack(old.seq), None))
-            count = old_qkey + old_code
+            ops.states.append((old_keys.states[old_state] + _Q.pack(old.seq), None))
+            count = old_keys.counts[old_state]
             deltas[count] = deltas.get(count, 0) - 1
         if live:
             ops.states.append((key, entry))
@@ -659,7 +670,7 @@ class Journal:
             value = _D.pack(new.finished_at or 0.0) + encode_value(
                 (new.id, new.seq, STATE_INDEX[state], new.log))
             ops.done.append((qkey + _Q.pack(new.log[-1]), value))
-        count = qkey + code
+        count = keys.counts[state]
         deltas[count] = deltas.get(count, 0) + 1
 
     def _count_value(self, txn: lmdb.Transaction, key: bytes, counts: dict[bytes, int]) -> int:
