@@ -47,14 +47,11 @@ import lmdb
 from ._codec import (
     STATE_INDEX,
     STATES,
+    Encoder,
     decode_event,
     decode_live,
     decode_record,
     decode_value,
-    encode_enqueued,
-    encode_event,
-    encode_live,
-    encode_record_with,
     encode_value,
     live_id,
 )
@@ -304,6 +301,7 @@ class Journal:
         self._cache_bytes = 0  # the encoded payloads the cache holds
         self._count_values: dict[bytes, int] = {}  # counts key -> its committed value
         self._qkeys: dict[str, _QueueKeys] = {}  # queue -> its key prefixes (write path)
+        self._enc = Encoder()  # prepare's (one at a time)
         self.closed = False
         # Fault injection (actorq.testing): called inside every write transaction, after its
         # writes and before it commits; an exception aborts the transaction.
@@ -486,6 +484,8 @@ class Journal:
         job_values: list[bytes] = []
         ops = _Ops(self.env, self.dbs)
         folds = _FOLDS
+        enc = self._enc
+        pack = enc.pack
         try:
             for ev in events:
                 enqueued = isinstance(ev, Enqueued)
@@ -505,8 +505,8 @@ class Journal:
                         results.append(None)
                         continue
                     new = enqueued_record(ev.record, seq)  # type: ignore[union-attr]
-                    payload = encode_value(new.payload)
-                    log.append(encode_enqueued(ev.record, payload))  # type: ignore[union-attr]
+                    payload = pack(new.payload)
+                    log.append(enc.enqueued(ev.record, payload))  # type: ignore[union-attr]
                 else:
                     if entry is None:
                         results.append(None)
@@ -521,8 +521,8 @@ class Journal:
                         results.append(None)
                         continue
                     if payload is None:
-                        payload = encode_value(old.payload)
-                    log.append(encode_event(ev))
+                        payload = pack(old.payload)
+                    log.append(enc.event(ev))
                     if type(new.payload) not in _IMMUTABLE or type(new.result) not in _IMMUTABLE:
                         _own_values(new, payload, ev)
                 results.append(new)
@@ -534,7 +534,7 @@ class Journal:
             for job_id in changed:
                 new, payload = current[job_id]  # type: ignore[misc]
                 job_keys.append(job_id.encode())
-                job_values.append(encode_record_with(new, payload))
+                job_values.append(enc.record_with(new, payload))
                 reindex(ops, first[job_id], new, deltas)
             self._write_counts(ops, deltas, counts)  # type: ignore[arg-type]
         finally:
@@ -634,7 +634,7 @@ class Journal:
         keys = self._qkeys.get(queue) or self._queue_keys(queue)
         qkey = keys.qkey
         live = state not in _TERMINAL
-        entry = encode_live(new) if live else None  # a live job always gets a states entry
+        entry = self._enc.live(new) if live else None  # a live job always gets a states entry
         if old is not None:
             old_state = old.state
             # a job's queue never changes; compared anyway, it costs nothing
@@ -667,7 +667,7 @@ class Journal:
             ops.states.append((key, entry))
         else:
             ops.states.append((key, new.id.encode()))
-            value = _D.pack(new.finished_at or 0.0) + encode_value(
+            value = _D.pack(new.finished_at or 0.0) + self._enc.pack(
                 (new.id, new.seq, STATE_INDEX[state], new.log))
             ops.done.append((qkey + _Q.pack(new.log[-1]), value))
         count = keys.counts[state]
