@@ -22,6 +22,7 @@ can store faithfully get in.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -59,20 +60,16 @@ _ALLOWED = "dict (str keys), list, tuple, str, int, float, bool, None or an attr
 # ---- msgpack primitives
 
 _unpackb = msgpack.unpackb
-_local = threading.local()  # a Packer keeps a buffer: one per thread
+_local = threading.local()  # a Packer keeps a buffer: one Encoder per thread
 
 
 def _pack(obj: Any) -> bytes:
-    try:
-        packer = _local.packer
-    except AttributeError:
-        packer = _local.packer = msgpack.Packer(autoreset=True)
-    return packer.pack(obj)
+    return _encoder().pack(obj)
 
 
 def encode_value(value: Any) -> bytes:
     """A payload or result as msgpack (what :func:`encode_record_with` splices in)."""
-    return _pack(value)
+    return _encoder().pack(value)
 
 
 def decode_value(data: bytes) -> Any:
@@ -88,23 +85,9 @@ RECORD_FIELDS = (
 )
 STATES: tuple[JobState, ...] = tuple(JobState)
 STATE_INDEX: dict[JobState, int] = {state: i for i, state in enumerate(STATES)}
-# A 23-item array starts with this array16 header; the 22 fields before the payload, packed
-# alone, start with the header of a 22-item array (b"\xdc\x00\x16"), replaced by it.
-_RECORD_HEADER = b"\xdc\x00" + bytes([len(RECORD_FIELDS)])
 if sorted(RECORD_FIELDS) != sorted(f.name for f in attrs.fields(JobRecord)):  # pragma: no cover
     raise RuntimeError("JobRecord's fields changed: update the record layout (and bump the "
                        "journal's FORMAT_VERSION)")
-
-
-def encode_record_with(rec: JobRecord, payload: bytes) -> bytes:
-    """``rec`` encoded, with ``payload`` (:func:`encode_value` of its payload) spliced in."""
-    head = _pack((
-        rec.id, rec.queue, STATE_INDEX[rec.state], rec.priority, rec.seq, rec.created_at,
-        rec.ready_at, rec.run_at, rec.attempts, rec.max_attempts, rec.timeout, rec.started_at,
-        rec.finished_at, rec.result, rec.error, rec.superseded_by, rec.epoch, rec.interrupted,
-        rec.debounce_key, rec.debounce_first_at, rec.leading, rec.log,
-    ))
-    return _RECORD_HEADER + head[3:] + payload
 
 
 def encode_record(rec: JobRecord) -> bytes:
@@ -140,40 +123,100 @@ _T_CANCEL = EVENT_TAGS[Cancelled]
 _T_REQUEUE = EVENT_TAGS[Requeued]
 _T_INTR = EVENT_TAGS[Interrupted]
 # {"t": "enq", "r": <record>}: a fixmap of 2, then the record's array is appended.
-_ENQ_PREFIX = b"\x82" + _pack("t") + _pack(_T_ENQ) + _pack("r")
+_ENQ_PREFIX = b"\x82" + msgpack.packb("t") + msgpack.packb(_T_ENQ) + msgpack.packb("r")
+
+
+class Encoder:
+    """The encoders of the journal's write path, bound to one msgpack Packer (its ``pack``:
+    no thread-local lookup and no Python-level wrapper per call). A Packer keeps a buffer:
+    one Encoder per thread (the module-level functions below use the calling thread's), or
+    one per user encoding from one thread at a time (a Journal's ``prepare``)."""
+
+    __slots__ = ("pack",)
+
+    def __init__(self) -> None:
+        self.pack: Callable[[Any], bytes] = msgpack.Packer(autoreset=True).pack
+
+    def record_with(self, rec: JobRecord, payload: bytes) -> bytes:
+        """``rec`` encoded, with ``payload`` (its payload, encoded) spliced in: the 23 items
+        packed with a None (one byte) in the payload's place, replaced by it."""
+        return self.pack((
+            rec.id, rec.queue, STATE_INDEX[rec.state], rec.priority, rec.seq, rec.created_at,
+            rec.ready_at, rec.run_at, rec.attempts, rec.max_attempts, rec.timeout,
+            rec.started_at, rec.finished_at, rec.result, rec.error, rec.superseded_by,
+            rec.epoch, rec.interrupted, rec.debounce_key, rec.debounce_first_at, rec.leading,
+            rec.log, None,
+        ))[:-1] + payload
+
+    def enqueued(self, rec: JobRecord, payload: bytes) -> bytes:
+        """``event(Enqueued(rec))``, with ``payload`` (its payload, encoded) spliced in."""
+        return _ENQ_PREFIX + self.record_with(rec, payload)
+
+    def event(self, ev: Event) -> bytes:
+        pack = self.pack
+        cls = type(ev)
+        # The two most frequent events, as their map's keys and values packed as one flat
+        # tuple (the same bytes after the header; cheaper than building the dict), the
+        # tuple's fixarray header byte replaced by the map's fixmap one.
+        if cls is Started:
+            return b"\x85" + pack(("t", _T_START, "id", ev.id, "at", ev.at,
+                                   "attempt", ev.attempt, "epoch", ev.epoch))[1:]
+        if cls is Succeeded:
+            return b"\x84" + pack(("t", _T_OK, "id", ev.id, "at", ev.at,
+                                   "result", ev.result))[1:]
+        if cls is Enqueued:
+            return self.enqueued(ev.record, pack(ev.record.payload))
+        if cls is Due:
+            return pack({"t": _T_DUE, "id": ev.id, "at": ev.at})
+        if cls is AttemptFailed:
+            return pack({"t": _T_RETRY, "id": ev.id, "at": ev.at, "error": ev.error,
+                         "retry_at": ev.retry_at})
+        if cls is Failed:
+            return pack({"t": _T_FAIL, "id": ev.id, "at": ev.at, "error": ev.error})
+        if cls is Cancelled:
+            if ev.superseded_by is None:
+                return pack({"t": _T_CANCEL, "id": ev.id, "at": ev.at})
+            return pack({"t": _T_CANCEL, "id": ev.id, "at": ev.at,
+                         "superseded_by": ev.superseded_by})
+        if cls is Requeued:
+            return pack({"t": _T_REQUEUE, "id": ev.id, "at": ev.at})
+        if cls is Interrupted:
+            return pack({"t": _T_INTR, "id": ev.id, "at": ev.at, "error": ev.error})
+        raise TypeError(f"not a journal event: {ev!r}")
+
+    def live(self, rec: JobRecord) -> bytes:
+        """The scheduling fields of a live record, as its state index entry holds them."""
+        return self.pack((rec.id, rec.priority, rec.ready_at, rec.run_at, rec.attempts,
+                          rec.max_attempts, rec.timeout, rec.interrupted, rec.debounce_key,
+                          rec.debounce_first_at, rec.leading, rec.created_at))
+
+
+def _encoder() -> Encoder:
+    """The calling thread's Encoder."""
+    try:
+        return _local.encoder  # type: ignore[no-any-return]
+    except AttributeError:
+        enc = _local.encoder = Encoder()
+        return enc
+
+
+def encode_record_with(rec: JobRecord, payload: bytes) -> bytes:
+    """``rec`` encoded, with ``payload`` (:func:`encode_value` of its payload) spliced in."""
+    return _encoder().record_with(rec, payload)
 
 
 def encode_enqueued(rec: JobRecord, payload: bytes) -> bytes:
     """``encode_event(Enqueued(rec))``, with ``payload`` (:func:`encode_value`) spliced in."""
-    return _ENQ_PREFIX + encode_record_with(rec, payload)
+    return _encoder().enqueued(rec, payload)
 
 
 def encode_event(ev: Event) -> bytes:
-    cls = type(ev)
-    if cls is Started:
-        return _pack({"t": _T_START, "id": ev.id, "at": ev.at, "attempt": ev.attempt,
-                      "epoch": ev.epoch})
-    if cls is Succeeded:
-        return _pack({"t": _T_OK, "id": ev.id, "at": ev.at, "result": ev.result})
-    if cls is Enqueued:
-        return encode_enqueued(ev.record, _pack(ev.record.payload))
-    if cls is Due:
-        return _pack({"t": _T_DUE, "id": ev.id, "at": ev.at})
-    if cls is AttemptFailed:
-        return _pack({"t": _T_RETRY, "id": ev.id, "at": ev.at, "error": ev.error,
-                      "retry_at": ev.retry_at})
-    if cls is Failed:
-        return _pack({"t": _T_FAIL, "id": ev.id, "at": ev.at, "error": ev.error})
-    if cls is Cancelled:
-        if ev.superseded_by is None:
-            return _pack({"t": _T_CANCEL, "id": ev.id, "at": ev.at})
-        return _pack({"t": _T_CANCEL, "id": ev.id, "at": ev.at,
-                      "superseded_by": ev.superseded_by})
-    if cls is Requeued:
-        return _pack({"t": _T_REQUEUE, "id": ev.id, "at": ev.at})
-    if cls is Interrupted:
-        return _pack({"t": _T_INTR, "id": ev.id, "at": ev.at, "error": ev.error})
-    raise TypeError(f"not a journal event: {ev!r}")
+    return _encoder().event(ev)
+
+
+def encode_live(rec: JobRecord) -> bytes:
+    """The scheduling fields of a live record, as its state index entry holds them."""
+    return _encoder().live(rec)
 
 
 def decode_event(data: bytes) -> Event:
@@ -203,13 +246,6 @@ def decode_event(data: bytes) -> Event:
 
 
 # ---- the state index's entries of live jobs
-
-
-def encode_live(rec: JobRecord) -> bytes:
-    """The scheduling fields of a live record, as its state index entry holds them."""
-    return _pack((rec.id, rec.priority, rec.ready_at, rec.run_at, rec.attempts,
-                  rec.max_attempts, rec.timeout, rec.interrupted, rec.debounce_key,
-                  rec.debounce_first_at, rec.leading, rec.created_at))
 
 
 def live_id(data: bytes) -> str:

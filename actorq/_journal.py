@@ -47,19 +47,17 @@ import lmdb
 from ._codec import (
     STATE_INDEX,
     STATES,
+    Encoder,
     decode_event,
     decode_live,
     decode_record,
     decode_value,
-    encode_enqueued,
-    encode_event,
-    encode_live,
-    encode_record_with,
     encode_value,
     live_id,
 )
 from ._errors import JournalError, JournalLocked
 from ._model import (
+    _FOLDS,
     LIVE_STATES,
     TERMINAL_STATES,
     Enqueued,
@@ -72,6 +70,7 @@ from ._model import (
     Retention,
     Succeeded,
     apply_event,
+    enqueued_record,
 )
 
 FORMAT_VERSION = 3
@@ -99,6 +98,18 @@ _IMMUTABLE = frozenset({type(None), str, int, float, bool})
 # A job as a commit sees it: its record, and its payload encoded (None: not yet encoded; the
 # cache holds only entries with their payload encoded).
 _Entry = tuple[JobRecord, "bytes | None"]
+
+
+class _QueueKeys:
+    """A queue's key prefixes, built once (the write path would concatenate them per job):
+    ``qkey``, its ``states`` index prefix and its ``counts`` key for each state."""
+
+    __slots__ = ("qkey", "states", "counts")
+
+    def __init__(self, qkey: bytes) -> None:
+        self.qkey = qkey
+        self.states = {state: code + qkey for state, code in CODES.items()}
+        self.counts = {state: qkey + code for state, code in CODES.items()}
 
 
 class MapFull(Exception):
@@ -140,20 +151,14 @@ def rank_key(qkey: bytes, priority: int, ready_at: float, seq: int,
             + _RANK.pack(priority + _BIAS, _float_order(ready_at), seq))
 
 
-def _record_rank_key(rec: JobRecord) -> bytes:
-    return rank_key(_qkey(rec.queue), rec.priority, rec.ready_at, rec.seq, rec.interrupted)
-
-
 def due_key(qkey: bytes, due: float, seq: int) -> bytes:
     """A ``sched`` index key: its bytes sort as ``(due, seq)``."""
     return qkey + _DUE.pack(_float_order(due), seq)
 
 
-def _record_due_key(rec: JobRecord) -> bytes:
-    return due_key(_qkey(rec.queue), rec.ready_at, rec.seq)  # a delayed job's ready_at: its due
-
-
 _set_field = object.__setattr__
+_PENDING, _DELAYED = JobState.PENDING, JobState.DELAYED
+_UNSEEN = object()  # a job that a commit did not look up yet
 
 
 def _own_values(new: JobRecord, payload: bytes, ev: Event) -> None:
@@ -170,35 +175,57 @@ def _own_values(new: JobRecord, payload: bytes, ev: Event) -> None:
 
 class _Ops:
     """Stands in for the write transaction while a commit is prepared: records the puts and
-    deletes (to replay in the real one; in parallel lists, not a tuple per operation), reads
-    from a short read transaction, opened at the first read and closed by :meth:`close`."""
+    deletes of each database, in order (to replay in the real one: see :meth:`Journal.write`),
+    and reads from a short read transaction, opened at the first read and closed by
+    :meth:`close`. ``states``, ``ready``, ``sched`` and ``done`` are the runs of those index
+    databases, appended to directly by :meth:`Journal._reindex`."""
 
-    __slots__ = ("env", "keys", "values", "dbs", "_txn")
+    __slots__ = ("env", "runs", "states", "ready", "sched", "done", "_jobs_db", "_txn", "_jobs")
 
-    def __init__(self, env: lmdb.Environment) -> None:
+    def __init__(self, env: lmdb.Environment, dbs: dict[str, Any]) -> None:
         self.env = env
-        self.keys: list[bytes] = []
-        self.values: list[bytes | None] = []  # None: a delete
-        self.dbs: list[object] = []
+        # db -> its operations in order: (key, value), value None for a delete
+        self.states: list[tuple[bytes, bytes | None]] = []
+        self.ready: list[tuple[bytes, bytes | None]] = []
+        self.sched: list[tuple[bytes, bytes | None]] = []
+        self.done: list[tuple[bytes, bytes | None]] = []
+        self.runs: dict[object, list[tuple[bytes, bytes | None]]] = {
+            dbs["states"]: self.states, dbs["ready"]: self.ready, dbs["sched"]: self.sched,
+            dbs["done"]: self.done}
+        self._jobs_db = dbs["jobs"]
         self._txn: lmdb.Transaction | None = None
+        self._jobs: lmdb.Cursor | None = None
+
+    def _run(self, db: object) -> list[tuple[bytes, bytes | None]]:
+        run = self.runs.get(db)
+        if run is None:
+            run = self.runs[db] = []
+        return run
 
     def put(self, key: bytes, value: bytes, db: object = None) -> None:
-        self.keys.append(key)
-        self.values.append(value)
-        self.dbs.append(db)
+        self._run(db).append((key, value))
 
     def delete(self, key: bytes, db: object = None) -> None:
-        self.keys.append(key)
-        self.values.append(None)
-        self.dbs.append(db)
+        self._run(db).append((key, None))
 
     def get(self, key: bytes, db: object = None) -> bytes | None:
         if self._txn is None:
             self._txn = self.env.begin()
         return self._txn.get(key, db=db)  # type: ignore[no-any-return]
 
+    def get_job(self, key: bytes) -> bytes | None:
+        """``get(key, db=jobs)``, through a cursor kept open (cheaper than ``txn.get(db=)``)."""
+        if self._jobs is None:
+            if self._txn is None:
+                self._txn = self.env.begin()
+            self._jobs = self._txn.cursor(db=self._jobs_db)
+        return self._jobs.get(key)  # type: ignore[no-any-return]
+
     def close(self) -> None:
         if self._txn is not None:
+            if self._jobs is not None:
+                self._jobs.close()
+                self._jobs = None
             self._txn.abort()
             self._txn = None
 
@@ -273,6 +300,8 @@ class Journal:
         self._cache: dict[str, _Entry] = {}  # live job id -> its committed record
         self._cache_bytes = 0  # the encoded payloads the cache holds
         self._count_values: dict[bytes, int] = {}  # counts key -> its committed value
+        self._qkeys: dict[str, _QueueKeys] = {}  # queue -> its key prefixes (write path)
+        self._enc = Encoder()  # prepare's (one at a time)
         self.closed = False
         # Fault injection (actorq.testing): called inside every write transaction, after its
         # writes and before it commits; an exception aborts the transaction.
@@ -442,8 +471,6 @@ class Journal:
         if retention:
             assert now is not None, "retention needs now"
         results: list[JobRecord | None] = []
-        dbs = self.dbs
-        jobs_db = dbs["jobs"]
         cache = self._cache
         seq = self._next_seq
         # job id -> (record, encoded payload) as this transaction leaves it (None: no such job)
@@ -455,47 +482,60 @@ class Journal:
         log: list[bytes] = []  # the log entries, keyed first_seq, first_seq + 1, ...
         job_keys: list[bytes] = []
         job_values: list[bytes] = []
-        ops = _Ops(self.env)
+        ops = _Ops(self.env, self.dbs)
+        folds = _FOLDS
+        enc = self._enc
+        pack = enc.pack
         try:
             for ev in events:
                 enqueued = isinstance(ev, Enqueued)
                 job_id = ev.record.id if enqueued else ev.id  # type: ignore[union-attr]
-                if job_id in current:
-                    entry = current[job_id]
-                else:
+                entry = current.get(job_id, _UNSEEN)
+                if entry is _UNSEEN:
                     entry = cache.get(job_id)
                     if entry is None:
-                        raw = ops.get(job_id.encode(), db=jobs_db)
+                        raw = ops.get_job(job_id.encode())
                         if raw is not None:
                             entry = (decode_record(raw), None)
                     current[job_id] = entry
                     first[job_id] = None if entry is None else entry[0]
-                old = None if entry is None else entry[0]
-                new = apply_event(old, ev, seq)
-                if new is None:
-                    results.append(None)
-                    continue
+                # apply_event(old, ev, seq), inlined for the common cases
                 if enqueued:
-                    payload = encode_value(new.payload)
-                    data = encode_enqueued(ev.record, payload)  # type: ignore[union-attr]
-                    results.append(new)
+                    if entry is not None:  # the id is taken
+                        results.append(None)
+                        continue
+                    new = enqueued_record(ev.record, seq)  # type: ignore[union-attr]
+                    payload = pack(new.payload)
+                    log.append(enc.enqueued(ev.record, payload))  # type: ignore[union-attr]
                 else:
-                    payload = entry[1]  # type: ignore[index]
+                    if entry is None:
+                        results.append(None)
+                        continue
+                    old, payload = entry
+                    fold = folds.get(type(ev))
+                    if fold is None or old.state in _TERMINAL:
+                        new = apply_event(old, ev, seq)
+                    else:
+                        new = fold(old, ev, old.log + (seq,))
+                    if new is None:
+                        results.append(None)
+                        continue
                     if payload is None:
-                        payload = encode_value(old.payload)  # type: ignore[union-attr]
-                    data = encode_event(ev)
-                    _own_values(new, payload, ev)
-                    results.append(new)
-                log.append(data)
+                        payload = pack(old.payload)
+                    log.append(enc.event(ev))
+                    if type(new.payload) not in _IMMUTABLE or type(new.result) not in _IMMUTABLE:
+                        _own_values(new, payload, ev)
+                results.append(new)
                 seq += 1
                 current[job_id] = (new, payload)
                 changed[job_id] = None
             deltas: dict[bytes, int] = {}
+            reindex = self._reindex
             for job_id in changed:
                 new, payload = current[job_id]  # type: ignore[misc]
                 job_keys.append(job_id.encode())
-                job_values.append(encode_record_with(new, payload))
-                self._reindex(ops, first[job_id], new, deltas)  # type: ignore[arg-type]
+                job_values.append(enc.record_with(new, payload))
+                reindex(ops, first[job_id], new, deltas)
             self._write_counts(ops, deltas, counts)  # type: ignore[arg-type]
         finally:
             ops.close()
@@ -519,13 +559,18 @@ class Journal:
                     txn.cursor(db=dbs["log"]).putmulti(zip(keys, plan.log), append=True)
                 if plan.job_keys:
                     txn.cursor(db=dbs["jobs"]).putmulti(zip(plan.job_keys, plan.job_values))
-                put, delete = txn.put, txn.delete
-                ops = plan.ops
-                for key, value, db in zip(ops.keys, ops.values, ops.dbs):
-                    if value is None:
-                        delete(key, db=db)
-                    else:
-                        put(key, value, db=db)
+                # each database's operations in order, through a cursor (cheaper than txn.put
+                # with db=); the order between databases does not matter
+                for db, run in plan.ops.runs.items():
+                    if run:
+                        cur = txn.cursor(db=db)
+                        put, find, delete = cur.put, cur.set_key, cur.delete
+                        for key, value in run:
+                            if value is None:
+                                if find(key):
+                                    delete()
+                            else:
+                                put(key, value)
                 for queue, policy in plan.retention.items():
                     self._trim(txn, queue, policy, plan.now, counts)  # type: ignore[arg-type]
                 if self.before_commit is not None:
@@ -571,45 +616,62 @@ class Journal:
             except MapFull:
                 self.grow()
 
-    def _reindex(self, txn: lmdb.Transaction, old: JobRecord | None, new: JobRecord,
+    def _queue_keys(self, queue: str) -> _QueueKeys:
+        """``queue``'s key prefixes, remembered (for the write path)."""
+        keys = self._qkeys.get(queue)
+        if keys is None:
+            if len(self._qkeys) >= 4096:
+                self._qkeys.clear()
+            keys = self._qkeys[queue] = _QueueKeys(_qkey(queue))
+        return keys
+
+    def _reindex(self, ops: _Ops, old: JobRecord | None, new: JobRecord,
                  deltas: dict[bytes, int]) -> None:
-        states = self._states_db
+        """Record in ``ops`` the index changes of a job going from ``old`` (None: new) to
+        ``new``, and in ``deltas`` its counts' changes."""
         state = new.state
-        qkey = _qkey(new.queue)
-        seq = _Q.pack(new.seq)
+        queue = new.queue
+        keys = self._qkeys.get(queue) or self._queue_keys(queue)
+        qkey = keys.qkey
         live = state not in _TERMINAL
-        pending, delayed = JobState.PENDING, JobState.DELAYED
-        if old is not None and old.state is pending:
-            old_rank = _record_rank_key(old)
-            if state is not pending or _record_rank_key(new) != old_rank:
-                txn.delete(old_rank, db=self._ready_db)
-        elif old is not None and old.state is delayed:
-            old_due = _record_due_key(old)
-            if state is not delayed or _record_due_key(new) != old_due:
-                txn.delete(old_due, db=self._sched_db)
-        if state is pending:
-            txn.put(_record_rank_key(new), encode_live(new), db=self._ready_db)
-        elif state is delayed:
-            txn.put(_record_due_key(new), encode_live(new), db=self._sched_db)
+        entry = self._enc.live(new) if live else None  # a live job always gets a states entry
         if old is not None:
-            if old.state is state:
+            old_state = old.state
+            # a job's queue never changes; compared anyway, it costs nothing
+            old_keys = keys if old.queue == queue else self._queue_keys(old.queue)
+            if old_state is _PENDING:
+                old_rank = rank_key(old_keys.qkey, old.priority, old.ready_at, old.seq,
+                                    old.interrupted)
+                if state is not _PENDING or rank_key(
+                        qkey, new.priority, new.ready_at, new.seq, new.interrupted) != old_rank:
+                    ops.ready.append((old_rank, None))
+            elif old_state is _DELAYED:
+                old_due = due_key(old_keys.qkey, old.ready_at, old.seq)
+                if state is not _DELAYED or due_key(qkey, new.ready_at, new.seq) != old_due:
+                    ops.sched.append((old_due, None))
+        if state is _PENDING:
+            ops.ready.append(
+                (rank_key(qkey, new.priority, new.ready_at, new.seq, new.interrupted), entry))
+        elif state is _DELAYED:  # a delayed job's ready_at: its due time
+            ops.sched.append((due_key(qkey, new.ready_at, new.seq), entry))
+        key = keys.states[state] + _Q.pack(new.seq)
+        if old is not None:
+            if old_state is state:
                 if live:  # same key; its scheduling fields may have changed
-                    txn.put(CODES[state] + qkey + seq, encode_live(new), db=states)
+                    ops.states.append((key, entry))
                 return
-            code = CODES[old.state]
-            txn.delete(code + qkey + _Q.pack(old.seq), db=states)
-            key = qkey + code
-            deltas[key] = deltas.get(key, 0) - 1
-        code = CODES[state]
+            ops.states.append((old_keys.states[old_state] + _Q.pack(old.seq), None))
+            count = old_keys.counts[old_state]
+            deltas[count] = deltas.get(count, 0) - 1
         if live:
-            txn.put(code + qkey + seq, encode_live(new), db=states)
+            ops.states.append((key, entry))
         else:
-            txn.put(code + qkey + seq, new.id.encode(), db=states)
-            value = _D.pack(new.finished_at or 0.0) + encode_value(
+            ops.states.append((key, new.id.encode()))
+            value = _D.pack(new.finished_at or 0.0) + self._enc.pack(
                 (new.id, new.seq, STATE_INDEX[state], new.log))
-            txn.put(qkey + _Q.pack(new.log[-1]), value, db=self._done_db)
-        key = qkey + code
-        deltas[key] = deltas.get(key, 0) + 1
+            ops.done.append((qkey + _Q.pack(new.log[-1]), value))
+        count = keys.counts[state]
+        deltas[count] = deltas.get(count, 0) + 1
 
     def _count_value(self, txn: lmdb.Transaction, key: bytes, counts: dict[bytes, int]) -> int:
         """A counter as this transaction sees it (``counts``: what it wrote so far)."""

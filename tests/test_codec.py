@@ -11,10 +11,13 @@ from hypothesis import strategies as st
 
 import actorq
 from actorq._codec import (
+    RECORD_FIELDS,
     decode_event,
     decode_record,
     encode_event,
     encode_record,
+    encode_record_with,
+    encode_value,
     normalize,
 )
 from actorq._model import (
@@ -168,6 +171,44 @@ _events = st.one_of(
 @given(_events)
 def test_property_every_event_round_trips(event):
     assert decode_event(encode_event(event)) == event
+
+
+def _reference_record(rec: JobRecord) -> bytes:
+    """The ``jobs`` value as the format defines it: one msgpack array of the fields in
+    RECORD_FIELDS order, the state as its index, the payload last."""
+    fields = [getattr(rec, name) for name in RECORD_FIELDS]
+    fields[RECORD_FIELDS.index("state")] = list(JobState).index(rec.state)
+    return msgpack.packb(fields)
+
+
+def _reference_event(ev) -> bytes:
+    """A log entry as the format defines it: a map tagged ``"t"``, the event's fields by name
+    (``Cancelled.superseded_by`` left out when None), an Enqueued's record under ``"r"``."""
+    if isinstance(ev, Enqueued):
+        return msgpack.packb({"t": "enq", "r": msgpack.unpackb(_reference_record(ev.record))})
+    fields = {"t": EVENT_TAGS[type(ev)], **attrs.asdict(ev, recurse=False)}
+    if isinstance(ev, Cancelled) and ev.superseded_by is None:
+        del fields["superseded_by"]
+    return msgpack.packb(fields)
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: type(e).__name__)
+def test_encoded_bytes_are_the_formats(event):
+    """Every key and value stays byte-identical to the format's definition (the hand-written
+    fast encoders must not drift from it): log entries and records."""
+    assert encode_event(event) == _reference_event(event)
+    if isinstance(event, Enqueued):
+        rec = event.record
+        assert encode_record(rec) == _reference_record(rec)
+        assert encode_record_with(rec, encode_value(rec.payload)) == _reference_record(rec)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_events)
+def test_property_encoded_bytes_are_the_formats(event):
+    assert encode_event(event) == _reference_event(event)
+    if isinstance(event, Enqueued):
+        assert encode_record(event.record) == _reference_record(event.record)
 
 
 # ---------------------------------------------------------------------------------------------

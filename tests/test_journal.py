@@ -890,6 +890,36 @@ def test_apply_event_refuses_invalid_transitions():
         assert apply_event(completed, terminal_event, 4) is None
 
 
+def test_the_folds_build_plain_frozen_records():
+    """apply_event builds its records without attrs' __init__ (actorq._model._record_builder):
+    what it builds is a plain JobRecord, equal to the one __init__ builds, frozen, hashable and
+    weak-referenceable; on this interpreter, the fast builder (a draft turned into a
+    JobRecord) is the one in use, and the fallback builds the same."""
+    import weakref
+
+    import attrs
+
+    from actorq._model import _record, _record_builder
+
+    fields = [f.name for f in attrs.fields(JobRecord)]
+    values = ["a", "q", S.RUNNING, ("n", 1), 2, 7, 1.0, 2.0, 3.0, 1, 5, 9.5, 4.0, None, "r",
+              "E: x", "b", 3, True, "k", 0.5, True, (7, 8)]
+    assert len(values) == len(fields)
+    assert "_draft" in _record.__code__.co_names  # the fast builder
+    for build in (_record, _record_builder(fast=False)):
+        rec = build(*values)
+        assert type(rec) is JobRecord
+        assert rec == JobRecord(*values) and hash(rec) == hash(JobRecord(*values))
+        assert [getattr(rec, name) for name in fields] == values
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            rec.state = S.PENDING
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            del rec.state
+        assert weakref.ref(rec)() is rec
+    enqueued = apply_event(None, Enqueued(record("a")), 1)
+    assert type(enqueued) is JobRecord and enqueued == attrs.evolve(record("a"), seq=1, log=(1,))
+
+
 def test_the_journal_does_not_log_a_refused_transition(journal_path):
     j = Journal(journal_path, sync=False)
     try:
