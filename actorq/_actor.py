@@ -13,6 +13,7 @@ durable.
 
 from __future__ import annotations
 
+import collections
 import inspect
 import math
 import random
@@ -21,6 +22,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
+import outcome
 import trio
 
 from ._clock import from_wall, to_wall, wall_now, wall_offset
@@ -284,18 +286,30 @@ class _WorkerSlot:
     index: int
     current: JobRecord | None = None
     crash: BaseException | None = None
-    attempt: _Attempt | None = None  # the attempt whose handler is running
+    # The attempt whose handler is running (``job`` is None while none is), for its worker to
+    # end should a cancel or its timeout stop it (fields of the slot: no object per attempt).
+    job: Job | None = None
+    timeout: float | None = None
+    thread_returned: trio.Event | None = None
     done: tuple[Any, ...] | None = None  # an ended attempt to report outside its used-up scope
 
 
-@attrs.define(eq=False)
-class _Attempt:
-    """A running attempt, for its worker to end should a cancel or its timeout stop it."""
+class _Dispatch:
+    """Started jobs on their way to the workers, first in first out: a job goes straight to
+    the worker parked longest, else waits in ``records`` (a trio memory channel without its
+    exception and coroutine per receive). One per incarnation of the queue actor."""
 
-    rec: JobRecord
-    job: Job
-    timeout: float | None
-    thread_returned: trio.Event | None = None
+    __slots__ = ("records", "idle")
+
+    def __init__(self) -> None:
+        self.records: collections.deque[JobRecord] = collections.deque()
+        self.idle: collections.deque[trio.lowlevel.Task] = collections.deque()  # parked workers
+
+    def send(self, rec: JobRecord) -> None:
+        if self.idle:
+            trio.lowlevel.reschedule(self.idle.popleft(), outcome.Value(rec))
+        else:
+            self.records.append(rec)
 
 
 def core_job(rec: JobRecord | LiveEntry, offset: float | None = None) -> CoreJob:
@@ -357,8 +371,7 @@ class QueueActor:
         self._workers_done = trio.Event()
         self.generation = 0  # incarnations of the queue actor (restarts)
         self._nursery: trio.Nursery | None = None
-        self._dispatch_send: Any = None
-        self._dispatch_recv: Any = None
+        self._dispatch = _Dispatch()
         self.started = False
 
     @property
@@ -483,7 +496,7 @@ class QueueActor:
         self.core = self._new_core()
         self.generation += 1
         self._scopes.clear()
-        self._dispatch_send, self._dispatch_recv = trio.open_memory_channel[JobRecord](math.inf)
+        self._dispatch = _Dispatch()
         self.debouncer = Debouncer(self.spec.debounce) if self.spec.debounce else None
         rnd = _Round(finished=True)  # apply retention once at spawn
         assert self._nursery is not None
@@ -621,7 +634,7 @@ class QueueActor:
             records = await self.runtime.writer.commit(rnd.events, retention, shield=True)
             for index, callback in rnd.on_record:
                 callback(records[index])
-            dispatch = self._dispatch_send.send_nowait
+            dispatch = self._dispatch.send
             for index in started:
                 rec = records[index]
                 if rec is None:  # refused: another writer ended the job meanwhile
@@ -961,7 +974,6 @@ class QueueActor:
         while True:
             try:
                 await self._worker(slot, generation)
-                return  # pragma: no cover - the dispatch channel never closes
             except Exception as exc:
                 if slot.current is not None:
                     held, slot.current = slot.current, None
@@ -971,62 +983,62 @@ class QueueActor:
     async def _worker(self, slot: _WorkerSlot, generation: int) -> None:
         # One cancel scope serves this worker's attempts until a cancel or a timeout uses it
         # up (entering a fresh scope per attempt costs as much as the rest of a no-op job).
-        slot.attempt = slot.done = None
+        slot.job = slot.done = None
         while True:
             scope = trio.CancelScope()
-            closed = False
             with scope:
-                closed = await self._attempts(slot, generation, scope)
-            attempt, slot.attempt = slot.attempt, None
+                await self._attempts(slot, generation, scope)
+            job, slot.job = slot.job, None
             done, slot.done = slot.done, None
             if done is not None:
                 await self._attempt_done(*done)
                 slot.current = None
-            if attempt is not None and scope.cancelled_caught:
+            if job is not None and scope.cancelled_caught:
                 # A cancel or the timeout stopped the handler: the attempt ends here.
-                rec = attempt.rec
+                rec = slot.current
+                assert rec is not None
                 if rec.id in self._cancel_requested:
                     kind, error = "cancelled", None
                 else:
                     kind, error = "error", JobTimeout(
-                        f"attempt {rec.attempts} timed out after {attempt.timeout}s")
-                await self._attempt_done(rec, attempt.job, generation, kind, None, error, None,
-                                         attempt.thread_returned)
+                        f"attempt {rec.attempts} timed out after {slot.timeout}s")
+                await self._attempt_done(rec, job, generation, kind, None, error, None,
+                                         slot.thread_returned)
                 slot.current = None
-            if closed:
-                return  # pragma: no cover - the dispatch channel never closes
 
     async def _attempts(self, slot: _WorkerSlot, generation: int, scope: trio.CancelScope
-                        ) -> bool:
+                        ) -> None:
         """Run attempts under ``scope`` until one is stopped by it (its handler raises
-        Cancelled out of here) or it was cancelled meanwhile; True once the dispatch channel
-        is closed."""
-        recv = self._dispatch_recv
+        Cancelled out of here) or it was cancelled meanwhile."""
+        dispatch = self._dispatch
+        records, idle = dispatch.records, dispatch.idle
+        task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            idle.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
         while True:
             # Cancelled (a sibling's crash under one_for_all) before a job is taken, never
             # between taking it and holding it in ``slot.current``: a job taken is never lost.
             await trio.lowlevel.checkpoint_if_cancelled()
-            try:
-                rec = recv.receive_nowait()
-            except trio.WouldBlock:
-                try:
-                    rec = await recv.receive()
-                except trio.EndOfChannel:  # pragma: no cover - the channel never closes
-                    return True
-            except trio.EndOfChannel:  # pragma: no cover - the channel never closes
-                return True
+            if records:
+                rec = records.popleft()
+            else:
+                idle.append(task)  # parked until _Dispatch.send hands it a job
+                rec = await trio.lowlevel.wait_task_rescheduled(abort)
             slot.current = rec
             if self.injected_crashes:
                 raise self.injected_crashes.pop(0)
             if await self._run_attempt(rec, generation, slot, scope):
-                return False  # the scope is used up: a fresh one for the next attempt
+                return  # the scope is used up: a fresh one for the next attempt
             slot.current = None
 
     async def _run_attempt(self, rec: JobRecord, generation: int, slot: _WorkerSlot,
                            scope: trio.CancelScope) -> bool:
         """Run one attempt, its handler under the worker's ``scope`` (registered for the job
         while the handler runs, with the attempt's deadline). Where the scope stops the
-        handler, trio.Cancelled leaves here with ``slot.attempt`` set: :meth:`_worker` ends it.
+        handler, trio.Cancelled leaves here with ``slot.job`` set: :meth:`_worker` ends it.
         Returns whether the scope was cancelled meanwhile (used up; the attempt is then left
         in ``slot.done`` for the worker to report outside it)."""
         spec = self.spec
@@ -1042,7 +1054,7 @@ class QueueActor:
             if hooks.on_start is not None:
                 await call_hook(hooks.on_start, job)
             timeout = rec.timeout if rec.timeout is not None else spec.timeout
-            slot.attempt = attempt = _Attempt(rec, job, timeout)
+            slot.job, slot.timeout, slot.thread_returned = job, timeout, None
             if timeout is not None:
                 scope.deadline = trio.current_time() + timeout
             self._scopes[rec.id] = scope
@@ -1054,7 +1066,7 @@ class QueueActor:
                         # Tracked by the queue (not this worker): a thread abandoned on a
                         # timeout, a cancel or a restart blocks the job's next attempt
                         # until it returns, whichever incarnation runs it.
-                        thread_returned = attempt.thread_returned = self._threads[rec.id] = (
+                        thread_returned = slot.thread_returned = self._threads[rec.id] = (
                             trio.Event())
                         value = await trio.to_thread.run_sync(
                             _call_in_thread, spec.handler, job,
@@ -1069,18 +1081,29 @@ class QueueActor:
                 self._scopes.pop(rec.id, None)
                 if timeout is not None:
                     scope.deadline = math.inf
-            slot.attempt = None
+            slot.job = None
         if job is not None and scope.cancel_called:  # too late to stop the handler:
             slot.done = (rec, job, generation, kind, result, error, value, thread_returned)
             return True  # ... report it outside the scope
-        await self._attempt_done(rec, job, generation, kind, result, error, value,
-                                 thread_returned)
+        # (_attempt_done inlined: no coroutine per job where no hook waits for the outcome)
+        reply = self._report(rec, job, generation, kind, result, error, thread_returned)
+        if reply is not None:
+            await self._hooks_after_outcome(reply, job, value, error)
         return False
 
     async def _attempt_done(self, rec: JobRecord, job: Job | None, generation: int, kind: str,
                             result: Any, error: BaseException | None, value: Any,
                             thread_returned: trio.Event | None) -> None:
         """Report an attempt's outcome to the queue actor; run the hooks that wait for it."""
+        reply = self._report(rec, job, generation, kind, result, error, thread_returned)
+        if reply is not None:
+            await self._hooks_after_outcome(reply, job, value, error)
+
+    def _report(self, rec: JobRecord, job: Job | None, generation: int, kind: str,
+                result: Any, error: BaseException | None, thread_returned: trio.Event | None
+                ) -> Reply | None:
+        """Send an attempt's outcome to the queue actor; the Reply to wait for where a hook
+        waits for the outcome (``job`` is not None then)."""
         hooks = self.spec.hooks
         if thread_returned is not None:
             if thread_returned.is_set():
@@ -1094,26 +1117,32 @@ class QueueActor:
             # journals it, in order, before anything sent after it, a stop included).
             self.send(OutcomeMsg(generation, rec.id, rec.attempts, kind, result, error,
                                  rec.payload, _NO_REPLY))
-            return
+            return None
         reply = Reply()
         self._outcome_replies.add(reply)
         self.send(OutcomeMsg(generation, rec.id, rec.attempts, kind, result, error, rec.payload,
                              reply))
+        return reply
+
+    async def _hooks_after_outcome(self, reply: Reply, job: Job, value: Any,
+                                   error: BaseException | None) -> None:
+        """Wait for the outcome sent with ``reply`` to be journaled; run the hooks for it."""
+        hooks = self.spec.hooks
         try:
             # Shielded: a handler that returned has its outcome journaled even while the
             # runtime is closing (the actor answers every request, or fails it as it stops;
             # where it crashes first, it answers this outcome as stale).
             with trio.CancelScope(shield=True):
-                outcome = await reply.get()
+                answer = await reply.get()
         except Exception:
             # The queue actor crashed before the outcome was durable. Its supervisor is
             # stopping this incarnation's workers too: wait for that, it is not our crash.
             await trio.sleep_forever()
         finally:
             self._outcome_replies.discard(reply)
-        if outcome is None:
+        if answer is None:
             return
-        what, _new = outcome
+        what, _new = answer
         if what == "completed":
             await call_hook(hooks.on_success, job, value)
         elif what == "cancelled":
