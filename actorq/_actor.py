@@ -122,15 +122,14 @@ class Reply:
         else:
             assert self._task is None, "one task at a time waits for a Reply"
             self._task = trio.lowlevel.current_task()
-
-            def abort(_: Any) -> trio.lowlevel.Abort:
-                self._task = None
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
         if self.error is not None:
             raise self.error
         return self.value
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class _NoReply(Reply):
@@ -143,19 +142,40 @@ class _NoReply(Reply):
 
 
 _NO_REPLY = _NoReply()
+_NO_CANCELS: list[Reply] = []  # never appended to
 
 
-@attrs.define(eq=False)  # not frozen: built per job, ~3x cheaper
-class NewJob:
-    record: JobRecord
-    core: CoreJob
-    given_id: bool  # an idempotency key: check the journal for it
+#: A job to enqueue: its record, the core's view of it, and whether its id was given (an
+#: idempotency key: check the journal for it). A plain tuple: built per job.
+NewJob = tuple[JobRecord, CoreJob, bool]
 
 
-@attrs.define(eq=False)  # not frozen: built per job, ~3x cheaper
+@attrs.define(eq=False)  # not frozen: built per batch, ~3x cheaper
 class EnqueueMsg:
+    """Enqueue a batch of jobs; answered with their ids, in order."""
+
     jobs: list[NewJob]
     reply: Reply
+
+
+class EnqueueOneMsg(Reply):
+    """Enqueue one job (``Queue.enqueue``); answered with its id. The request is its own
+    reply slot: one object per enqueue instead of a message, a reply, a list and a NewJob."""
+
+    __slots__ = ("record", "core", "given_id")
+
+    def __init__(self, record: JobRecord, core: CoreJob, given_id: bool) -> None:
+        self._done = False  # (Reply.__init__, inlined)
+        self._task = None
+        self.value = None
+        self.error = None
+        self.record = record
+        self.core = core
+        self.given_id = given_id
+
+    @property
+    def reply(self) -> Reply:
+        return self
 
 
 @attrs.frozen
@@ -242,15 +262,17 @@ _KICK = KickMsg()
 class _Round:
     """What one round decided: events to journal, then what to do once they are durable."""
 
-    __slots__ = ("events", "on_record", "started", "after", "replies", "new_ids", "finished",
-                 "stop")
+    __slots__ = ("events", "on_record", "enqueued", "started", "after", "answered", "new_ids",
+                 "finished", "stop")
 
     def __init__(self, *, finished: bool = False) -> None:
         self.events: list[Event] = []
         self.on_record: list[tuple[int, Callable[[JobRecord | None], None]]] = []
-        self.started: list[int] = []  # indexes of the Started events: dispatch once durable
+        # Per-job bookkeeping as lists of indexes into ``events`` (no callback object per job):
+        self.enqueued: list[int] = []  # the Enqueued events of this queue's new jobs
+        self.started: list[int] = []  # the Started events: dispatch once durable
         self.after: list[Callable[[], None]] = []
-        self.replies: list[Reply] = []
+        self.answered: list[Reply] = []  # given their ``value`` once the round is durable
         self.new_ids: set[str] = set()
         self.finished = finished  # a job reached a terminal state: apply retention
         self.stop = False  # the runtime is closing: return once this round is durable
@@ -521,10 +543,6 @@ class QueueActor:
                 except trio.WouldBlock:
                     break
             rnd = _Round()
-            for msg in msgs:  # whatever fails below, every request of this batch is answered
-                reply = getattr(msg, "reply", None)
-                if reply is not None:
-                    rnd.replies.append(reply)
             now = trio.current_time()
             wall = to_wall(now)
             try:
@@ -534,8 +552,10 @@ class QueueActor:
                 await self._finish_round(rnd)
             except BaseException as exc:
                 error = exc if isinstance(exc, Exception) else RuntimeError("the queue stopped")
-                for reply in rnd.replies:
-                    reply.fail(error)
+                for msg in msgs:  # whatever failed, every request of this batch is answered
+                    reply = getattr(msg, "reply", None)
+                    if reply is not None:
+                        reply.fail(error)
                 # Outcomes still in the inbox are stale once this incarnation is gone (the next
                 # one requeues their jobs from the journal): answer their workers now, or their
                 # shielded waits would keep this incarnation, and so the restart, from ending.
@@ -632,6 +652,13 @@ class QueueActor:
             retention = {self.name: self.spec.retention} if rnd.finished else None
             # Shielded: once submitted, a commit happens; its callers must hear how it went.
             records = await self.runtime.writer.commit(rnd.events, retention, shield=True)
+            core = self.core
+            for index in rnd.enqueued:
+                rec = records[index]
+                if rec is None:  # another queue journaled this id first: it is held, ours is
+                    core.forget(events[index].record.id)  # type: ignore[union-attr]  # dropped
+                else:
+                    core.journaled(rec.id, rec.seq)  # its place in enqueue order, known now
             for index, callback in rnd.on_record:
                 callback(records[index])
             dispatch = self._dispatch.send
@@ -644,6 +671,8 @@ class QueueActor:
                     dispatch(rec)
         elif rnd.finished:
             await self.runtime.writer.commit([], {self.name: self.spec.retention})
+        for reply in rnd.answered:
+            reply.set(reply.value)
         for callback in rnd.after:
             callback()
         if self.core.rebalance_wanted():
@@ -689,8 +718,13 @@ class QueueActor:
         """Feed one message to the core (``wall``: ``to_wall(now)``, read once per round)."""
         if wall is None:
             wall = to_wall(now)
-        if isinstance(msg, EnqueueMsg):
-            self._enqueue(msg, rnd, now, wall)
+        if isinstance(msg, EnqueueOneMsg):
+            msg.value = self._enqueue(rnd, msg.record, msg.core, msg.given_id, now, wall)
+            rnd.answered.append(msg)
+        elif isinstance(msg, EnqueueMsg):
+            msg.reply.value = [self._enqueue(rnd, record, job, given_id, now, wall)
+                               for record, job, given_id in msg.jobs]
+            rnd.answered.append(msg.reply)
         elif isinstance(msg, OutcomeMsg):
             self._outcome(msg, rnd, now, wall)
         elif isinstance(msg, CancelMsg):
@@ -741,24 +775,23 @@ class QueueActor:
         return (generation == self.generation and job is not None
                 and job.where == "running" and job.attempts == attempt)
 
-    def _enqueue(self, msg: EnqueueMsg, rnd: _Round, now: float, wall: float) -> None:
-        journal = self.runtime.journal
-        ids = []
-        for new in msg.jobs:
-            job_id = new.record.id
-            ids.append(job_id)
-            if job_id in rnd.new_ids or (new.given_id and (
-                    job_id in self.core.jobs or journal.get(job_id) is not None)):
-                continue  # idempotent: that id is held already
-            rnd.new_ids.add(job_id)
-            record, superseded = new.record, None
-            if self.debouncer is not None:
-                record, superseded = self._debounce(new.record, new.core, now, wall)
-            rnd.add(Enqueued(record), partial(self._on_enqueued, job_id))
-            self._add(rnd, record, new.core, now, wall)
-            if superseded is not None:
-                self._supersede(rnd, superseded, job_id, wall)
-        rnd.after.append(partial(msg.reply.set, ids))
+    def _enqueue(self, rnd: _Round, record: JobRecord, job: CoreJob, given_id: bool,
+                 now: float, wall: float) -> str:
+        """Take a new job in (unless its id is held already); its id."""
+        job_id = record.id
+        if job_id in rnd.new_ids or (given_id and (
+                job_id in self.core.jobs or self.runtime.journal.get(job_id) is not None)):
+            return job_id  # idempotent: that id is held already
+        rnd.new_ids.add(job_id)
+        superseded = None
+        if self.debouncer is not None:
+            record, superseded = self._debounce(record, job, now, wall)
+        rnd.enqueued.append(len(rnd.events))  # once journaled: forgotten, or given its seq
+        rnd.events.append(Enqueued(record))
+        self._add(rnd, record, job, now, wall)
+        if superseded is not None:
+            self._supersede(rnd, superseded, job_id, wall)
+        return job_id
 
     def _debounce(self, record: JobRecord, job: CoreJob, now: float, wall: float
                   ) -> tuple[JobRecord, str | None]:
@@ -789,17 +822,14 @@ class QueueActor:
 
         rnd.add(Cancelled(old_id, wall, superseded_by=new_id), cancelled)
 
-    def _on_enqueued(self, job_id: str, rec: JobRecord | None) -> None:
-        if rec is None:  # another queue journaled this id first: it is held, ours is dropped
-            self.core.forget(job_id)
-        else:
-            self.core.journaled(job_id, rec.seq)  # its place in enqueue order, known now
-
     def _outcome(self, msg: OutcomeMsg, rnd: _Round, now: float, wall: float) -> None:
         if not self._is_running(msg.generation, msg.job_id, msg.attempt):
             rnd.after.append(partial(msg.reply.set, None))
             return
-        cancels = self._cancel_requested.pop(msg.job_id, [])
+        # (no empty list built per outcome where no cancel is pending, the usual case)
+        cancels = self._cancel_requested.pop(msg.job_id, None) if self._cancel_requested else None
+        if cancels is None:
+            cancels = _NO_CANCELS
         if msg.kind == "ok":
             self.core.succeeded(msg.job_id)
             rnd.finished = True
