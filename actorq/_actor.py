@@ -19,7 +19,7 @@ import math
 import random
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import attrs
 import outcome
@@ -316,6 +316,50 @@ class _WorkerSlot:
     done: tuple[Any, ...] | None = None  # an ended attempt to report outside its used-up scope
 
 
+class _Inbox:
+    """The queue actor's messages, first in first out, for its one receiver: what a trio
+    memory channel was, without its wrappers per send and the WouldBlock raised per round."""
+
+    __slots__ = ("msgs", "closed", "_task")
+
+    def __init__(self) -> None:
+        self.msgs: collections.deque[Any] = collections.deque()
+        self.closed = False
+        self._task: trio.lowlevel.Task | None = None  # the receiver, parked in wait()
+
+    def send(self, msg: Any) -> None:
+        self.msgs.append(msg)
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        """Until a message waits; a checkpoint either way (as a channel's receive())."""
+        if self.msgs:
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def take(self) -> collections.deque[Any]:
+        """Every message waiting, oldest first."""
+        msgs, self.msgs = self.msgs, collections.deque()
+        return msgs
+
+    def statistics(self) -> _InboxStatistics:
+        """Like a trio memory channel's: how many messages wait."""
+        return _InboxStatistics(len(self.msgs))
+
+
+class _InboxStatistics(NamedTuple):
+    current_buffer_used: int
+
+
 class _Dispatch:
     """Started jobs on their way to the workers, first in first out: a job goes straight to
     the worker parked longest, else waits in ``records`` (a trio memory channel without its
@@ -371,7 +415,7 @@ class QueueActor:
         self.runtime = runtime
         self.spec = spec
         self.name = spec.name
-        self.inbox_send, self._inbox = trio.open_memory_channel[Any](math.inf)
+        self._inbox = _Inbox()
         self.crashes = CrashLog(f"queue {spec.name!r}", spec.restart)
         self.rng = rng
         self.paused = False
@@ -431,10 +475,10 @@ class QueueActor:
         self.crashes.record(actor, exc, trio.current_time(), wall_now())
 
     def send(self, msg: Any) -> None:
-        try:
-            self.inbox_send.send_nowait(msg)
-        except trio.ClosedResourceError:
-            raise RuntimeError(f"queue {self.name!r} has stopped (its runtime is closed)") from None
+        inbox = self._inbox
+        if inbox.closed:
+            raise RuntimeError(f"queue {self.name!r} has stopped (its runtime is closed)")
+        inbox.send(msg)
 
     async def call(self, make: Callable[[Reply], Any]) -> Any:
         """Send a request and wait for the actor's answer (given once it is durable)."""
@@ -458,13 +502,9 @@ class QueueActor:
 
     def _stopped(self) -> None:
         """The queue stopped for good: no request may wait for an answer that never comes."""
-        self.inbox_send.close()
+        self._inbox.closed = True
         error = RuntimeError(f"queue {self.name!r} has stopped (its runtime is closed)")
-        while True:
-            try:
-                msg = self._inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+        for msg in self._inbox.take():
             reply = getattr(msg, "reply", None)
             if reply is not None:
                 reply.fail(error)
@@ -531,17 +571,12 @@ class QueueActor:
         while True:
             wake = self.core.next_wakeup(trio.current_time())
             deadline = math.inf if wake is None else wake
-            msgs = []
             if wake is None:  # nothing to wake up for but a message (no cancel scope needed)
-                msgs.append(await self._inbox.receive())
+                await self._inbox.wait()
             else:
                 with trio.move_on_at(deadline):
-                    msgs.append(await self._inbox.receive())
-            while True:
-                try:
-                    msgs.append(self._inbox.receive_nowait())
-                except trio.WouldBlock:
-                    break
+                    await self._inbox.wait()
+            msgs = self._inbox.take()
             rnd = _Round()
             now = trio.current_time()
             wall = to_wall(now)
