@@ -756,12 +756,12 @@ class QueueActor:
         if isinstance(msg, EnqueueOneMsg):
             msg.value = self._enqueue(rnd, msg.record, msg.core, msg.given_id, now, wall)
             rnd.answered.append(msg)
+        elif isinstance(msg, OutcomeMsg):
+            self._outcome(msg, rnd, now, wall)
         elif isinstance(msg, EnqueueMsg):
             msg.reply.value = [self._enqueue(rnd, record, job, given_id, now, wall)
                                for record, job, given_id in msg.jobs]
             rnd.answered.append(msg.reply)
-        elif isinstance(msg, OutcomeMsg):
-            self._outcome(msg, rnd, now, wall)
         elif isinstance(msg, CancelMsg):
             self._cancel(msg, rnd, wall)
         elif isinstance(msg, CrashMsg):
@@ -869,7 +869,7 @@ class QueueActor:
             self.core.succeeded(msg.job_id)
             rnd.finished = True
             if msg.reply is _NO_REPLY:  # the worker does not wait for the outcome
-                rnd.add(Succeeded(msg.job_id, wall, msg.result))
+                rnd.events.append(Succeeded(msg.job_id, wall, msg.result))
             else:
                 rnd.add(Succeeded(msg.job_id, wall, msg.result),
                         lambda rec: msg.reply.set(rec and ("completed", rec)))
@@ -1086,8 +1086,9 @@ class QueueActor:
         while True:
             # Cancelled (a sibling's crash under one_for_all) before a job is taken, never
             # between taking it and holding it in ``slot.current``: a job taken is never lost.
-            await trio.lowlevel.checkpoint_if_cancelled()
+            # (Parking delivers a pending cancel by itself.)
             if records:
+                await trio.lowlevel.checkpoint_if_cancelled()
                 rec = records.popleft()
             else:
                 idle.append(task)  # parked until _Dispatch.send hands it a job
