@@ -1190,7 +1190,7 @@ class QueueActor:
                              reply))
         return reply
 
-    async def _hooks_after_outcome(self, reply: Reply, job: Job, value: Any,
+    async def _hooks_after_outcome(self, reply: Reply, job: Job | None, value: Any,
                                    error: BaseException | None) -> None:
         """Wait for the outcome sent with ``reply`` to be journaled; run the hooks for it."""
         hooks = self.spec.hooks
