@@ -13,14 +13,16 @@ durable.
 
 from __future__ import annotations
 
+import collections
 import inspect
 import math
 import random
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import attrs
+import outcome
 import trio
 
 from ._clock import from_wall, to_wall, wall_now, wall_offset
@@ -120,15 +122,14 @@ class Reply:
         else:
             assert self._task is None, "one task at a time waits for a Reply"
             self._task = trio.lowlevel.current_task()
-
-            def abort(_: Any) -> trio.lowlevel.Abort:
-                self._task = None
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
         if self.error is not None:
             raise self.error
         return self.value
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class _NoReply(Reply):
@@ -141,19 +142,40 @@ class _NoReply(Reply):
 
 
 _NO_REPLY = _NoReply()
+_NO_CANCELS: list[Reply] = []  # never appended to
 
 
-@attrs.define(eq=False)  # not frozen: built per job, ~3x cheaper
-class NewJob:
-    record: JobRecord
-    core: CoreJob
-    given_id: bool  # an idempotency key: check the journal for it
+#: A job to enqueue: its record, the core's view of it, and whether its id was given (an
+#: idempotency key: check the journal for it). A plain tuple: built per job.
+NewJob = tuple[JobRecord, CoreJob, bool]
 
 
-@attrs.define(eq=False)  # not frozen: built per job, ~3x cheaper
+@attrs.define(eq=False)  # not frozen: built per batch, ~3x cheaper
 class EnqueueMsg:
+    """Enqueue a batch of jobs; answered with their ids, in order."""
+
     jobs: list[NewJob]
     reply: Reply
+
+
+class EnqueueOneMsg(Reply):
+    """Enqueue one job (``Queue.enqueue``); answered with its id. The request is its own
+    reply slot: one object per enqueue instead of a message, a reply, a list and a NewJob."""
+
+    __slots__ = ("record", "core", "given_id")
+
+    def __init__(self, record: JobRecord, core: CoreJob, given_id: bool) -> None:
+        self._done = False  # (Reply.__init__, inlined)
+        self._task = None
+        self.value = None
+        self.error = None
+        self.record = record
+        self.core = core
+        self.given_id = given_id
+
+    @property
+    def reply(self) -> Reply:
+        return self
 
 
 @attrs.frozen
@@ -240,15 +262,17 @@ _KICK = KickMsg()
 class _Round:
     """What one round decided: events to journal, then what to do once they are durable."""
 
-    __slots__ = ("events", "on_record", "started", "after", "replies", "new_ids", "finished",
-                 "stop")
+    __slots__ = ("events", "on_record", "enqueued", "started", "after", "answered", "new_ids",
+                 "finished", "stop")
 
     def __init__(self, *, finished: bool = False) -> None:
         self.events: list[Event] = []
         self.on_record: list[tuple[int, Callable[[JobRecord | None], None]]] = []
-        self.started: list[int] = []  # indexes of the Started events: dispatch once durable
+        # Per-job bookkeeping as lists of indexes into ``events`` (no callback object per job):
+        self.enqueued: list[int] = []  # the Enqueued events of this queue's new jobs
+        self.started: list[int] = []  # the Started events: dispatch once durable
         self.after: list[Callable[[], None]] = []
-        self.replies: list[Reply] = []
+        self.answered: list[Reply] = []  # given their ``value`` once the round is durable
         self.new_ids: set[str] = set()
         self.finished = finished  # a job reached a terminal state: apply retention
         self.stop = False  # the runtime is closing: return once this round is durable
@@ -284,18 +308,74 @@ class _WorkerSlot:
     index: int
     current: JobRecord | None = None
     crash: BaseException | None = None
-    attempt: _Attempt | None = None  # the attempt whose handler is running
+    # The attempt whose handler is running (``job`` is None while none is), for its worker to
+    # end should a cancel or its timeout stop it (fields of the slot: no object per attempt).
+    job: Job | None = None
+    timeout: float | None = None
+    thread_returned: trio.Event | None = None
     done: tuple[Any, ...] | None = None  # an ended attempt to report outside its used-up scope
 
 
-@attrs.define(eq=False)
-class _Attempt:
-    """A running attempt, for its worker to end should a cancel or its timeout stop it."""
+class _Inbox:
+    """The queue actor's messages, first in first out, for its one receiver: what a trio
+    memory channel was, without its wrappers per send and the WouldBlock raised per round."""
 
-    rec: JobRecord
-    job: Job
-    timeout: float | None
-    thread_returned: trio.Event | None = None
+    __slots__ = ("msgs", "closed", "_task")
+
+    def __init__(self) -> None:
+        self.msgs: collections.deque[Any] = collections.deque()
+        self.closed = False
+        self._task: trio.lowlevel.Task | None = None  # the receiver, parked in wait()
+
+    def send(self, msg: Any) -> None:
+        self.msgs.append(msg)
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        """Until a message waits; a checkpoint either way (as a channel's receive())."""
+        if self.msgs:
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def take(self) -> collections.deque[Any]:
+        """Every message waiting, oldest first."""
+        msgs, self.msgs = self.msgs, collections.deque()
+        return msgs
+
+    def statistics(self) -> _InboxStatistics:
+        """Like a trio memory channel's: how many messages wait."""
+        return _InboxStatistics(len(self.msgs))
+
+
+class _InboxStatistics(NamedTuple):
+    current_buffer_used: int
+
+
+class _Dispatch:
+    """Started jobs on their way to the workers, first in first out: a job goes straight to
+    the worker parked longest, else waits in ``records`` (a trio memory channel without its
+    exception and coroutine per receive). One per incarnation of the queue actor."""
+
+    __slots__ = ("records", "idle")
+
+    def __init__(self) -> None:
+        self.records: collections.deque[JobRecord] = collections.deque()
+        self.idle: collections.deque[trio.lowlevel.Task] = collections.deque()  # parked workers
+
+    def send(self, rec: JobRecord) -> None:
+        if self.idle:
+            trio.lowlevel.reschedule(self.idle.popleft(), outcome.Value(rec))
+        else:
+            self.records.append(rec)
 
 
 def core_job(rec: JobRecord | LiveEntry, offset: float | None = None) -> CoreJob:
@@ -335,7 +415,7 @@ class QueueActor:
         self.runtime = runtime
         self.spec = spec
         self.name = spec.name
-        self.inbox_send, self._inbox = trio.open_memory_channel[Any](math.inf)
+        self._inbox = _Inbox()
         self.crashes = CrashLog(f"queue {spec.name!r}", spec.restart)
         self.rng = rng
         self.paused = False
@@ -357,8 +437,7 @@ class QueueActor:
         self._workers_done = trio.Event()
         self.generation = 0  # incarnations of the queue actor (restarts)
         self._nursery: trio.Nursery | None = None
-        self._dispatch_send: Any = None
-        self._dispatch_recv: Any = None
+        self._dispatch = _Dispatch()
         self.started = False
 
     @property
@@ -396,10 +475,10 @@ class QueueActor:
         self.crashes.record(actor, exc, trio.current_time(), wall_now())
 
     def send(self, msg: Any) -> None:
-        try:
-            self.inbox_send.send_nowait(msg)
-        except trio.ClosedResourceError:
-            raise RuntimeError(f"queue {self.name!r} has stopped (its runtime is closed)") from None
+        inbox = self._inbox
+        if inbox.closed:
+            raise RuntimeError(f"queue {self.name!r} has stopped (its runtime is closed)")
+        inbox.send(msg)
 
     async def call(self, make: Callable[[Reply], Any]) -> Any:
         """Send a request and wait for the actor's answer (given once it is durable)."""
@@ -423,13 +502,9 @@ class QueueActor:
 
     def _stopped(self) -> None:
         """The queue stopped for good: no request may wait for an answer that never comes."""
-        self.inbox_send.close()
+        self._inbox.closed = True
         error = RuntimeError(f"queue {self.name!r} has stopped (its runtime is closed)")
-        while True:
-            try:
-                msg = self._inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+        for msg in self._inbox.take():
             reply = getattr(msg, "reply", None)
             if reply is not None:
                 reply.fail(error)
@@ -483,7 +558,7 @@ class QueueActor:
         self.core = self._new_core()
         self.generation += 1
         self._scopes.clear()
-        self._dispatch_send, self._dispatch_recv = trio.open_memory_channel[JobRecord](math.inf)
+        self._dispatch = _Dispatch()
         self.debouncer = Debouncer(self.spec.debounce) if self.spec.debounce else None
         rnd = _Round(finished=True)  # apply retention once at spawn
         assert self._nursery is not None
@@ -496,22 +571,13 @@ class QueueActor:
         while True:
             wake = self.core.next_wakeup(trio.current_time())
             deadline = math.inf if wake is None else wake
-            msgs = []
             if wake is None:  # nothing to wake up for but a message (no cancel scope needed)
-                msgs.append(await self._inbox.receive())
+                await self._inbox.wait()
             else:
                 with trio.move_on_at(deadline):
-                    msgs.append(await self._inbox.receive())
-            while True:
-                try:
-                    msgs.append(self._inbox.receive_nowait())
-                except trio.WouldBlock:
-                    break
+                    await self._inbox.wait()
+            msgs = self._inbox.take()
             rnd = _Round()
-            for msg in msgs:  # whatever fails below, every request of this batch is answered
-                reply = getattr(msg, "reply", None)
-                if reply is not None:
-                    rnd.replies.append(reply)
             now = trio.current_time()
             wall = to_wall(now)
             try:
@@ -521,8 +587,10 @@ class QueueActor:
                 await self._finish_round(rnd)
             except BaseException as exc:
                 error = exc if isinstance(exc, Exception) else RuntimeError("the queue stopped")
-                for reply in rnd.replies:
-                    reply.fail(error)
+                for msg in msgs:  # whatever failed, every request of this batch is answered
+                    reply = getattr(msg, "reply", None)
+                    if reply is not None:
+                        reply.fail(error)
                 # Outcomes still in the inbox are stale once this incarnation is gone (the next
                 # one requeues their jobs from the journal): answer their workers now, or their
                 # shielded waits would keep this incarnation, and so the restart, from ending.
@@ -619,9 +687,16 @@ class QueueActor:
             retention = {self.name: self.spec.retention} if rnd.finished else None
             # Shielded: once submitted, a commit happens; its callers must hear how it went.
             records = await self.runtime.writer.commit(rnd.events, retention, shield=True)
+            core = self.core
+            for index in rnd.enqueued:
+                rec = records[index]
+                if rec is None:  # another queue journaled this id first: it is held, ours is
+                    core.forget(events[index].record.id)  # type: ignore[union-attr]  # dropped
+                else:
+                    core.journaled(rec.id, rec.seq)  # its place in enqueue order, known now
             for index, callback in rnd.on_record:
                 callback(records[index])
-            dispatch = self._dispatch_send.send_nowait
+            dispatch = self._dispatch.send
             for index in started:
                 rec = records[index]
                 if rec is None:  # refused: another writer ended the job meanwhile
@@ -631,6 +706,8 @@ class QueueActor:
                     dispatch(rec)
         elif rnd.finished:
             await self.runtime.writer.commit([], {self.name: self.spec.retention})
+        for reply in rnd.answered:
+            reply.set(reply.value)
         for callback in rnd.after:
             callback()
         if self.core.rebalance_wanted():
@@ -676,10 +753,15 @@ class QueueActor:
         """Feed one message to the core (``wall``: ``to_wall(now)``, read once per round)."""
         if wall is None:
             wall = to_wall(now)
-        if isinstance(msg, EnqueueMsg):
-            self._enqueue(msg, rnd, now, wall)
+        if isinstance(msg, EnqueueOneMsg):
+            msg.value = self._enqueue(rnd, msg.record, msg.core, msg.given_id, now, wall)
+            rnd.answered.append(msg)
         elif isinstance(msg, OutcomeMsg):
             self._outcome(msg, rnd, now, wall)
+        elif isinstance(msg, EnqueueMsg):
+            msg.reply.value = [self._enqueue(rnd, record, job, given_id, now, wall)
+                               for record, job, given_id in msg.jobs]
+            rnd.answered.append(msg.reply)
         elif isinstance(msg, CancelMsg):
             self._cancel(msg, rnd, wall)
         elif isinstance(msg, CrashMsg):
@@ -728,24 +810,23 @@ class QueueActor:
         return (generation == self.generation and job is not None
                 and job.where == "running" and job.attempts == attempt)
 
-    def _enqueue(self, msg: EnqueueMsg, rnd: _Round, now: float, wall: float) -> None:
-        journal = self.runtime.journal
-        ids = []
-        for new in msg.jobs:
-            job_id = new.record.id
-            ids.append(job_id)
-            if job_id in rnd.new_ids or (new.given_id and (
-                    job_id in self.core.jobs or journal.get(job_id) is not None)):
-                continue  # idempotent: that id is held already
-            rnd.new_ids.add(job_id)
-            record, superseded = new.record, None
-            if self.debouncer is not None:
-                record, superseded = self._debounce(new.record, new.core, now, wall)
-            rnd.add(Enqueued(record), partial(self._on_enqueued, job_id))
-            self._add(rnd, record, new.core, now, wall)
-            if superseded is not None:
-                self._supersede(rnd, superseded, job_id, wall)
-        rnd.after.append(partial(msg.reply.set, ids))
+    def _enqueue(self, rnd: _Round, record: JobRecord, job: CoreJob, given_id: bool,
+                 now: float, wall: float) -> str:
+        """Take a new job in (unless its id is held already); its id."""
+        job_id = record.id
+        if job_id in rnd.new_ids or (given_id and (
+                job_id in self.core.jobs or self.runtime.journal.get(job_id) is not None)):
+            return job_id  # idempotent: that id is held already
+        rnd.new_ids.add(job_id)
+        superseded = None
+        if self.debouncer is not None:
+            record, superseded = self._debounce(record, job, now, wall)
+        rnd.enqueued.append(len(rnd.events))  # once journaled: forgotten, or given its seq
+        rnd.events.append(Enqueued(record))
+        self._add(rnd, record, job, now, wall)
+        if superseded is not None:
+            self._supersede(rnd, superseded, job_id, wall)
+        return job_id
 
     def _debounce(self, record: JobRecord, job: CoreJob, now: float, wall: float
                   ) -> tuple[JobRecord, str | None]:
@@ -776,22 +857,19 @@ class QueueActor:
 
         rnd.add(Cancelled(old_id, wall, superseded_by=new_id), cancelled)
 
-    def _on_enqueued(self, job_id: str, rec: JobRecord | None) -> None:
-        if rec is None:  # another queue journaled this id first: it is held, ours is dropped
-            self.core.forget(job_id)
-        else:
-            self.core.journaled(job_id, rec.seq)  # its place in enqueue order, known now
-
     def _outcome(self, msg: OutcomeMsg, rnd: _Round, now: float, wall: float) -> None:
         if not self._is_running(msg.generation, msg.job_id, msg.attempt):
             rnd.after.append(partial(msg.reply.set, None))
             return
-        cancels = self._cancel_requested.pop(msg.job_id, [])
+        # (no empty list built per outcome where no cancel is pending, the usual case)
+        cancels = self._cancel_requested.pop(msg.job_id, None) if self._cancel_requested else None
+        if cancels is None:
+            cancels = _NO_CANCELS
         if msg.kind == "ok":
             self.core.succeeded(msg.job_id)
             rnd.finished = True
             if msg.reply is _NO_REPLY:  # the worker does not wait for the outcome
-                rnd.add(Succeeded(msg.job_id, wall, msg.result))
+                rnd.events.append(Succeeded(msg.job_id, wall, msg.result))
             else:
                 rnd.add(Succeeded(msg.job_id, wall, msg.result),
                         lambda rec: msg.reply.set(rec and ("completed", rec)))
@@ -961,7 +1039,6 @@ class QueueActor:
         while True:
             try:
                 await self._worker(slot, generation)
-                return  # pragma: no cover - the dispatch channel never closes
             except Exception as exc:
                 if slot.current is not None:
                     held, slot.current = slot.current, None
@@ -971,62 +1048,63 @@ class QueueActor:
     async def _worker(self, slot: _WorkerSlot, generation: int) -> None:
         # One cancel scope serves this worker's attempts until a cancel or a timeout uses it
         # up (entering a fresh scope per attempt costs as much as the rest of a no-op job).
-        slot.attempt = slot.done = None
+        slot.job = slot.done = None
         while True:
             scope = trio.CancelScope()
-            closed = False
             with scope:
-                closed = await self._attempts(slot, generation, scope)
-            attempt, slot.attempt = slot.attempt, None
+                await self._attempts(slot, generation, scope)
+            job, slot.job = slot.job, None
             done, slot.done = slot.done, None
             if done is not None:
                 await self._attempt_done(*done)
                 slot.current = None
-            if attempt is not None and scope.cancelled_caught:
+            if job is not None and scope.cancelled_caught:
                 # A cancel or the timeout stopped the handler: the attempt ends here.
-                rec = attempt.rec
+                rec = slot.current
+                assert rec is not None
                 if rec.id in self._cancel_requested:
                     kind, error = "cancelled", None
                 else:
                     kind, error = "error", JobTimeout(
-                        f"attempt {rec.attempts} timed out after {attempt.timeout}s")
-                await self._attempt_done(rec, attempt.job, generation, kind, None, error, None,
-                                         attempt.thread_returned)
+                        f"attempt {rec.attempts} timed out after {slot.timeout}s")
+                await self._attempt_done(rec, job, generation, kind, None, error, None,
+                                         slot.thread_returned)
                 slot.current = None
-            if closed:
-                return  # pragma: no cover - the dispatch channel never closes
 
     async def _attempts(self, slot: _WorkerSlot, generation: int, scope: trio.CancelScope
-                        ) -> bool:
+                        ) -> None:
         """Run attempts under ``scope`` until one is stopped by it (its handler raises
-        Cancelled out of here) or it was cancelled meanwhile; True once the dispatch channel
-        is closed."""
-        recv = self._dispatch_recv
+        Cancelled out of here) or it was cancelled meanwhile."""
+        dispatch = self._dispatch
+        records, idle = dispatch.records, dispatch.idle
+        task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            idle.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
         while True:
             # Cancelled (a sibling's crash under one_for_all) before a job is taken, never
             # between taking it and holding it in ``slot.current``: a job taken is never lost.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            try:
-                rec = recv.receive_nowait()
-            except trio.WouldBlock:
-                try:
-                    rec = await recv.receive()
-                except trio.EndOfChannel:  # pragma: no cover - the channel never closes
-                    return True
-            except trio.EndOfChannel:  # pragma: no cover - the channel never closes
-                return True
+            # (Parking delivers a pending cancel by itself.)
+            if records:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                rec = records.popleft()
+            else:
+                idle.append(task)  # parked until _Dispatch.send hands it a job
+                rec = await trio.lowlevel.wait_task_rescheduled(abort)
             slot.current = rec
             if self.injected_crashes:
                 raise self.injected_crashes.pop(0)
             if await self._run_attempt(rec, generation, slot, scope):
-                return False  # the scope is used up: a fresh one for the next attempt
+                return  # the scope is used up: a fresh one for the next attempt
             slot.current = None
 
     async def _run_attempt(self, rec: JobRecord, generation: int, slot: _WorkerSlot,
                            scope: trio.CancelScope) -> bool:
         """Run one attempt, its handler under the worker's ``scope`` (registered for the job
         while the handler runs, with the attempt's deadline). Where the scope stops the
-        handler, trio.Cancelled leaves here with ``slot.attempt`` set: :meth:`_worker` ends it.
+        handler, trio.Cancelled leaves here with ``slot.job`` set: :meth:`_worker` ends it.
         Returns whether the scope was cancelled meanwhile (used up; the attempt is then left
         in ``slot.done`` for the worker to report outside it)."""
         spec = self.spec
@@ -1042,7 +1120,7 @@ class QueueActor:
             if hooks.on_start is not None:
                 await call_hook(hooks.on_start, job)
             timeout = rec.timeout if rec.timeout is not None else spec.timeout
-            slot.attempt = attempt = _Attempt(rec, job, timeout)
+            slot.job, slot.timeout, slot.thread_returned = job, timeout, None
             if timeout is not None:
                 scope.deadline = trio.current_time() + timeout
             self._scopes[rec.id] = scope
@@ -1054,7 +1132,7 @@ class QueueActor:
                         # Tracked by the queue (not this worker): a thread abandoned on a
                         # timeout, a cancel or a restart blocks the job's next attempt
                         # until it returns, whichever incarnation runs it.
-                        thread_returned = attempt.thread_returned = self._threads[rec.id] = (
+                        thread_returned = slot.thread_returned = self._threads[rec.id] = (
                             trio.Event())
                         value = await trio.to_thread.run_sync(
                             _call_in_thread, spec.handler, job,
@@ -1069,18 +1147,29 @@ class QueueActor:
                 self._scopes.pop(rec.id, None)
                 if timeout is not None:
                     scope.deadline = math.inf
-            slot.attempt = None
+            slot.job = None
         if job is not None and scope.cancel_called:  # too late to stop the handler:
             slot.done = (rec, job, generation, kind, result, error, value, thread_returned)
             return True  # ... report it outside the scope
-        await self._attempt_done(rec, job, generation, kind, result, error, value,
-                                 thread_returned)
+        # (_attempt_done inlined: no coroutine per job where no hook waits for the outcome)
+        reply = self._report(rec, job, generation, kind, result, error, thread_returned)
+        if reply is not None:
+            await self._hooks_after_outcome(reply, job, value, error)
         return False
 
     async def _attempt_done(self, rec: JobRecord, job: Job | None, generation: int, kind: str,
                             result: Any, error: BaseException | None, value: Any,
                             thread_returned: trio.Event | None) -> None:
         """Report an attempt's outcome to the queue actor; run the hooks that wait for it."""
+        reply = self._report(rec, job, generation, kind, result, error, thread_returned)
+        if reply is not None:
+            await self._hooks_after_outcome(reply, job, value, error)
+
+    def _report(self, rec: JobRecord, job: Job | None, generation: int, kind: str,
+                result: Any, error: BaseException | None, thread_returned: trio.Event | None
+                ) -> Reply | None:
+        """Send an attempt's outcome to the queue actor; the Reply to wait for where a hook
+        waits for the outcome (``job`` is not None then)."""
         hooks = self.spec.hooks
         if thread_returned is not None:
             if thread_returned.is_set():
@@ -1094,26 +1183,32 @@ class QueueActor:
             # journals it, in order, before anything sent after it, a stop included).
             self.send(OutcomeMsg(generation, rec.id, rec.attempts, kind, result, error,
                                  rec.payload, _NO_REPLY))
-            return
+            return None
         reply = Reply()
         self._outcome_replies.add(reply)
         self.send(OutcomeMsg(generation, rec.id, rec.attempts, kind, result, error, rec.payload,
                              reply))
+        return reply
+
+    async def _hooks_after_outcome(self, reply: Reply, job: Job | None, value: Any,
+                                   error: BaseException | None) -> None:
+        """Wait for the outcome sent with ``reply`` to be journaled; run the hooks for it."""
+        hooks = self.spec.hooks
         try:
             # Shielded: a handler that returned has its outcome journaled even while the
             # runtime is closing (the actor answers every request, or fails it as it stops;
             # where it crashes first, it answers this outcome as stale).
             with trio.CancelScope(shield=True):
-                outcome = await reply.get()
+                answer = await reply.get()
         except Exception:
             # The queue actor crashed before the outcome was durable. Its supervisor is
             # stopping this incarnation's workers too: wait for that, it is not our crash.
             await trio.sleep_forever()
         finally:
             self._outcome_replies.discard(reply)
-        if outcome is None:
+        if answer is None:
             return
-        what, _new = outcome
+        what, _new = answer
         if what == "completed":
             await call_hook(hooks.on_success, job, value)
         elif what == "cancelled":

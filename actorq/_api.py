@@ -21,12 +21,12 @@ from ._actor import (
     AdoptMsg,
     CancelMsg,
     EnqueueMsg,
+    EnqueueOneMsg,
     JoinMsg,
     NewJob,
     PauseMsg,
     QueueActor,
     QueueSpec,
-    Reply,
 )
 from ._clock import from_wall, to_wall, wall_now
 from ._codec import check_structures, normalize
@@ -367,7 +367,7 @@ class Queue:
         # timeout, where, due, key
         core = CoreJob(job_id, prio, UNASSIGNED_SEQ, record.ready_at, 0, max_attempts, timeout,
                        "ready", due if delayed else None, key)
-        return NewJob(record, core, given)
+        return record, core, given
 
     async def enqueue(
         self,
@@ -383,12 +383,18 @@ class Queue:
     ) -> str:
         """Record a job durably and return its id (an existing ``job_id`` adds nothing)."""
         now = trio.current_time()
-        new = self._new_job(payload, priority=priority, delay=delay, run_at=run_at,
-                            job_id=job_id, max_attempts=max_attempts, timeout=timeout,
-                            debounce_key=debounce_key, now=now, wall=to_wall(now))
-        reply = Reply()
-        self._actor.send(EnqueueMsg([new], reply))
-        (job,) = await reply.get()
+        record, core, given = self._new_job(
+            payload, priority=priority, delay=delay, run_at=run_at, job_id=job_id,
+            max_attempts=max_attempts, timeout=timeout, debounce_key=debounce_key, now=now,
+            wall=to_wall(now))
+        msg = EnqueueOneMsg(record, core, given)
+        self._actor.send(msg)
+        # msg.get() inlined (one coroutine less per enqueue): the answer cannot be there yet
+        msg._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(msg._abort)
+        if msg.error is not None:
+            raise msg.error
+        job: str = msg.value
         return job
 
     async def enqueue_batch(self, payloads: Iterable[Any], **options: Any) -> list[str]:

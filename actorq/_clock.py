@@ -14,30 +14,45 @@ import trio.testing
 
 _mock_offset: trio.lowlevel.RunVar[float] = trio.lowlevel.RunVar("actorq_mock_wall_offset")
 
+# Bound once: these run per enqueue (trio.current_time() and friends add a wrapper call each).
+_current_clock = trio.lowlevel.current_clock
+_MockClock = trio.testing.MockClock
+
+
+def _mock_wall(clock: trio.testing.MockClock) -> float:
+    try:
+        offset = _mock_offset.get()
+    except LookupError:
+        offset = time.time() - clock.current_time()
+        _mock_offset.set(offset)
+    return clock.current_time() + offset
+
 
 def wall_now() -> float:
     """Wall-clock epoch seconds (virtual under MockClock)."""
-    if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
-        try:
-            offset = _mock_offset.get()
-        except LookupError:
-            offset = time.time() - trio.current_time()
-            _mock_offset.set(offset)
-        return trio.current_time() + offset
+    clock = _current_clock()
+    if isinstance(clock, _MockClock):
+        return _mock_wall(clock)
     return time.time()
 
 
 def to_wall(t: float) -> float:
     """The wall-clock time of trio time ``t``."""
-    return t + (wall_now() - trio.current_time())
+    clock = _current_clock()
+    if isinstance(clock, _MockClock):
+        return t + (_mock_wall(clock) - clock.current_time())
+    return t + (time.time() - clock.current_time())
 
 
 def from_wall(w: float) -> float:
     """The trio time of wall-clock time ``w``."""
-    return w - (wall_now() - trio.current_time())
+    return w - wall_offset()
 
 
 def wall_offset() -> float:
     """``wall - trio time`` now: add it to a trio time to get wall time (one clock read, for
     converting many times at once)."""
-    return wall_now() - trio.current_time()
+    clock = _current_clock()
+    if isinstance(clock, _MockClock):
+        return _mock_wall(clock) - clock.current_time()
+    return time.time() - clock.current_time()

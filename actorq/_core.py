@@ -183,22 +183,26 @@ class QueueCore:
         """Start as many ready jobs as free slots allow, best first; each counts an attempt."""
         self.promote_due(now)
         started: list[CoreJob] = []
-        while not self.paused and len(self.running) < self.concurrency:
-            top = self._ready.peek()
+        if self.paused:
+            return started
+        ready, jobs, running, blocked = self._ready, self.jobs, self.running, self.blocked
+        bucket, concurrency = self.bucket, self.concurrency
+        while len(running) < concurrency:
+            top = ready.peek()
             if top is None:
                 break
             job_id = top[1]
-            job = self.jobs[job_id]
-            if job_id in self.blocked:
-                self._ready.pop()
+            job = jobs[job_id]
+            if job_id in blocked:
+                ready.pop()
                 self._parked[job_id] = job
                 continue
-            if self.bucket is not None and not self.bucket.try_take(now):
+            if bucket is not None and not bucket.try_take(now):
                 break  # no token: the best ready job waits for the next one
-            self._ready.pop()
+            ready.pop()
             job.where = "running"
             job.attempts += 1
-            self.running.add(job_id)
+            running.add(job_id)
             started.append(job)
         return started
 
@@ -219,6 +223,13 @@ class QueueCore:
     # ---- outcomes
 
     def succeeded(self, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None and job.where == "running":
+            # (forget() without its heap lookups: a running job is in no heap, not parked)
+            del self.jobs[job_id]
+            self.running.discard(job_id)
+            self.blocked.discard(job_id)
+            return
         self.forget(job_id)
 
     def attempt_failed(self, job_id: str, now: float, *, discard: bool = False,

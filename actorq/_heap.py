@@ -57,12 +57,13 @@ class KeyedHeap:
 
     def pop(self) -> tuple[Any, str]:
         """Remove and return the smallest live ``(key, id)``; IndexError when empty."""
-        top = self.peek()
-        if top is None:
-            raise IndexError("pop from an empty KeyedHeap")
-        heapq.heappop(self._heap)
-        del self._live[top[1]]
-        return top
+        heap, live = self._heap, self._live
+        while heap:  # (peek() inlined: this runs per job started)
+            key, token, job_id = heapq.heappop(heap)
+            if live.get(job_id) == token:
+                del live[job_id]
+                return key, job_id
+        raise IndexError("pop from an empty KeyedHeap")
 
     def _maybe_prune(self) -> None:
         if len(self._heap) > 2 * len(self._live) + 64:
