@@ -29,7 +29,7 @@ from ._clock import from_wall, to_wall, wall_now, wall_offset
 from ._codec import normalize, structure
 from ._core import CoreJob, GiveUp, QueueCore, RetryAt
 from ._debounce import Debouncer
-from ._errors import Discard, JobInterrupted, JobTimeout, UnknownJob
+from ._errors import Discard, JobInterrupted, JobTimeout, SupervisorError, UnknownJob
 from ._model import (
     AttemptFailed,
     Cancelled,
@@ -416,6 +416,7 @@ class QueueActor:
         self.spec = spec
         self.name = spec.name
         self._inbox = _Inbox()
+        self._gave_up: SupervisorError | None = None  # what stopped the queue, if it escalated
         self.crashes = CrashLog(f"queue {spec.name!r}", spec.restart)
         self.rng = rng
         self.paused = False
@@ -477,8 +478,19 @@ class QueueActor:
     def send(self, msg: Any) -> None:
         inbox = self._inbox
         if inbox.closed:
-            raise RuntimeError(f"queue {self.name!r} has stopped (its runtime is closed)")
+            raise self._stopped_error()
         inbox.send(msg)
+
+    def _stopped_error(self) -> Exception:
+        """What a request to this stopped queue raises (a fresh one per request): the
+        SupervisorError that stopped it, where its supervisor gave up; else the runtime
+        closed."""
+        cause = self._gave_up
+        if cause is None:
+            return RuntimeError(f"queue {self.name!r} has stopped (its runtime is closed)")
+        error = SupervisorError(f"queue {self.name!r} has stopped: {cause}")
+        error.__cause__ = cause
+        return error
 
     async def call(self, make: Callable[[Reply], Any]) -> Any:
         """Send a request and wait for the actor's answer (given once it is durable)."""
@@ -495,7 +507,7 @@ class QueueActor:
         await self._workers_done.wait()
         try:
             await self.call(StopMsg)
-        except RuntimeError:
+        except (RuntimeError, SupervisorError):
             pass  # the queue had stopped already (escalated, or never started)
         for returned in list(self._threads.values()):
             await returned.wait()  # abandoned handler threads (within the runtime's grace)
@@ -503,16 +515,15 @@ class QueueActor:
     def _stopped(self) -> None:
         """The queue stopped for good: no request may wait for an answer that never comes."""
         self._inbox.closed = True
-        error = RuntimeError(f"queue {self.name!r} has stopped (its runtime is closed)")
         for msg in self._inbox.take():
             reply = getattr(msg, "reply", None)
             if reply is not None:
-                reply.fail(error)
+                reply.fail(self._stopped_error())
         for reply in self._joiners:
-            reply.fail(error)
+            reply.fail(self._stopped_error())
         for replies in self._cancel_requested.values():
             for reply in replies:
-                reply.fail(error)
+                reply.fail(self._stopped_error())
 
     # ---- the queue supervisor
 
@@ -521,6 +532,9 @@ class QueueActor:
         """Run the queue; restart its actors when they crash, escalate when too often."""
         try:
             await self._supervise(task_status)
+        except BaseException as exc:
+            self._gave_up = find_supervisor_error(exc)
+            raise
         finally:
             self._stopped()
 

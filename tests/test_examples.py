@@ -155,7 +155,12 @@ def test_throttled_email_sends_100_a_minute(tmp_path):
 def test_search_index_rebuilds_once_per_burst(tmp_path):
     out = run_example("search_index.py", tmp_path / "journal")
     assert "18 saves -> 4 rebuilds" in out
-    assert re.search(r"\+0\.9s rebuilt guide\.md\s+at version 5", out)
-    assert re.search(r"\+2\.0s rebuilt changelog\.md\s+at version 7", out)  # max_wait
+    # Real time (the example runs as a user runs it): no earlier than the rules allow, with
+    # room for a loaded machine's commits. guide.md: its last save at +0.4s, then 0.5s quiet.
+    guide = re.search(r"\+(\d+\.\d)s rebuilt guide\.md\s+at version 5", out)
+    assert guide and 0.9 <= float(guide[1]) <= 1.4, out
+    # changelog.md is saved every 0.3s, never quiet for 0.5s: max_wait (2.0s) runs version 7
+    changelog = re.search(r"\+(\d+\.\d)s rebuilt changelog\.md\s+at version (\d+)", out)
+    assert changelog and 2.0 <= float(changelog[1]) <= 2.4 and changelog[2] in ("7", "8"), out
     assert "wait() -> 'guide.md@v5'" in out
     assert "'completed': 4" in out and "'cancelled': 14" in out

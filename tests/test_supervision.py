@@ -478,3 +478,47 @@ def test_a_worker_waiting_for_its_outcome_does_not_block_a_restart(journal_path)
     trio.run(main)
     assert successes == [(successes[0][0], 1, "done")]
     assert runs == [1, 1]
+
+
+def test_requests_to_a_queue_that_escalated_fail_with_the_supervisor_error(journal_path):
+    """A request waiting when the queue's supervisor gives up, and one sent after, fail with a
+    SupervisorError that names the queue and chains the escalation (not "runtime closed")."""
+    got: list[BaseException] = []
+    holder = {}
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os"):
+            q = holder["q"] = await actorq.spawn_queue(
+                "q", lambda job: None, retry=actorq.Retry(10, backoff=1),
+                restart=actorq.Restart(max_restarts=3, within=5))
+
+            async def joiner():
+                try:
+                    await q.join()
+                except BaseException as exc:
+                    got.append(exc)
+                    raise
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(joiner)
+                actorq.testing.crash_next_job(q, 4)
+                await q.enqueue(None)
+                await trio.sleep(1000)
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        run(main)
+    assert len(got) == 1 and isinstance(got[0], actorq.SupervisorError), got
+    assert str(got[0]).startswith("queue 'q' has stopped: queue 'q': 4 crashes within 5s")
+    escalation = got[0].__cause__
+    assert isinstance(escalation, actorq.SupervisorError)
+    assert str(escalation).startswith("queue 'q': 4 crashes within 5s")
+
+    from actorq._supervisor import find_supervisor_error
+
+    assert find_supervisor_error(info.value) is escalation  # what left open_runtime
+
+    async def later():
+        await holder["q"].enqueue(1)
+
+    with pytest.raises(actorq.SupervisorError, match="queue 'q' has stopped: queue 'q': 4 "):
+        trio.run(later)
