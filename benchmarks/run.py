@@ -111,6 +111,7 @@ SIZES = {
 
 LOAD: dict[str, str] = {"start": "?"}
 PROBES: dict[str, str] = {}
+LMDB_COMMIT: dict[str, float] = {}  # a bare durable LMDB commit, measured right before W2
 
 TARGETS = {
     "w1_fsync_e2e": 30_000,
@@ -186,6 +187,10 @@ def summarise(r: dict[str, Any]) -> str:
 def probe(name: str) -> None:
     PROBES[name] = fsync_probe().replace("fdatasync after a 4 KiB write: ", "")
     log(f"  disk before {name}: {PROBES[name]}")
+    if name == "W2":
+        LMDB_COMMIT.update(lmdb_commit_probe())
+        log(f"  a bare durable LMDB commit before W2: p50 {LMDB_COMMIT['p50_ms']:.3f} ms, "
+            f"p99 {LMDB_COMMIT['p99_ms']:.3f} ms")
 
 
 def workload_w1(systems: list[System], sizes: dict[str, Any]) -> dict[str, Any]:
@@ -417,6 +422,28 @@ def fsync_probe() -> str:
         rmtree(d)
 
 
+def lmdb_commit_probe(n: int = 500) -> dict[str, float]:
+    """The floor under a durable commit on this disk: one small put per write transaction,
+    LMDB opened as actorq's "fsync" mode opens it (sync and metasync: two fdatasync calls per
+    commit), nothing else; no event loop, no thread."""
+    import lmdb  # a dependency of actorq
+
+    d = work_dir("lmdb-probe")
+    try:
+        env = lmdb.open(str(d), map_size=1 << 26, sync=True, metasync=True, readahead=False)
+        ts = []
+        for i in range(n):
+            t = time.perf_counter()
+            with env.begin(write=True) as txn:
+                txn.put(b"%016x" % i, b"x" * 100)
+            ts.append(time.perf_counter() - t)
+        env.close()
+        return {"p50_ms": statistics.median(ts) * 1e3,
+                "p99_ms": sorted(ts)[int(n * 0.99) - 1] * 1e3}
+    finally:
+        rmtree(d)
+
+
 def versions() -> dict[str, str]:
     out = {}
     for dist in DISTS:
@@ -454,6 +481,10 @@ def build_report(mode: str, sizes: dict[str, Any], systems: list[System], w1: di
     add(f"- Disk at the end of the run: {m['fsync']}; before each workload: "
         + "; ".join(f"{k}: {v}" for k, v in PROBES.items())
         + ". This is the floor under every durable number here, and it moves (shared VM disk).")
+    if LMDB_COMMIT:
+        add(f"- A bare durable LMDB commit (one small put, sync and metasync, no event loop), "
+            f"right before W2: p50 {LMDB_COMMIT['p50_ms']:.3f} ms, "
+            f"p99 {LMDB_COMMIT['p99_ms']:.3f} ms: the floor under actorq's W2 fsync latency.")
     add(f"- Load average (1 min) at start / end of the run: {LOAD['start']} / "
         f"{os.getloadavg()[0]:.2f}. This machine is shared: other work running at the same "
         f"time shows up as noise, more in the slow peers' long runs than in the short ones.")
@@ -684,7 +715,9 @@ def build_report(mode: str, sizes: dict[str, Any], systems: list[System], w1: di
                       ("max_ms", "max <= 5 ms")):
         v = r2.get(key)
         cv = w2.get("ceiling fsync", {}).get(key)
-        targets.append((f"W2 fsync {name}", f"{fmt_ms(v)} ms (ceiling: {fmt_ms(cv)} ms)",
+        floor = LMDB_COMMIT.get(key) if key != "max_ms" else None
+        targets.append((f"W2 fsync {name}", f"{fmt_ms(v)} ms (ceiling: {fmt_ms(cv)} ms"
+                        + (f"; a bare durable LMDB commit: {fmt_ms(floor)} ms)" if floor else ")"),
                         None if v is None else v <= TARGETS[f"w2_{key}"]))
     r2o = w2.get("actorq os", {})
     for key, name in (("p50_ms", "p50 <= 0.35 ms"), ("p99_ms", "p99 <= 0.8 ms"),
