@@ -67,10 +67,6 @@ class CoreJob:
         return (self.priority, self.ready_at, self.seq)
 
 
-def _rank(job: CoreJob) -> Rank:
-    return job.rank
-
-
 def _when(job: CoreJob) -> tuple[float, int]:
     """A delayed job's place in the journal's index of delayed jobs: its due time as journaled
     (``ready_at``), then enqueue order."""
@@ -366,18 +362,22 @@ class QueueCore:
             return 0
         dropped = 0
         if len(self._ready) > 2 * window:
-            kept = 0
-            for job in sorted((self.jobs[i] for i in self._ready.ids()), key=_rank):
-                if job.id in self.blocked:
-                    self._ready.remove(job.id)
-                    self._parked[job.id] = job
-                elif kept < window:
-                    kept += 1
-                    self.horizon = job.rank
+            # The heap's entries sorted (their keys are the jobs' ranks) and the heap rebuilt
+            # from the kept ones: no key function and no removal per job.
+            jobs, blocked, spill = self.jobs, self.blocked, self._spill
+            kept: list[tuple[Rank, str]] = []
+            for item in self._ready.sorted_items():
+                job_id = item[1]
+                if job_id in blocked:
+                    self._parked[job_id] = jobs[job_id]
+                elif len(kept) < window:
+                    kept.append(item)
                 else:
-                    self._ready.remove(job.id)
-                    self._spill(job)
+                    spill(jobs[job_id])
                     dropped += 1
+            if kept:
+                self.horizon = kept[-1][0]
+            self._ready.replace(kept)
         if len(self._delayed) > 2 * window:
             ordered = sorted((self.jobs[i] for i in self._delayed.ids()), key=_when)
             self.delayed_horizon = _when(ordered[window - 1])

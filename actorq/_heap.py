@@ -65,6 +65,21 @@ class KeyedHeap:
                 return key, job_id
         raise IndexError("pop from an empty KeyedHeap")
 
+    def sorted_items(self) -> list[tuple[Any, str]]:
+        """The live ``(key, id)`` pairs, smallest first (ties: in the order they were pushed)."""
+        live = self._live
+        return [(key, job_id) for key, token, job_id in sorted(self._heap)
+                if live.get(job_id) == token]
+
+    def replace(self, items: list[tuple[Any, str]]) -> None:
+        """Hold exactly ``items``, ``(key, id)`` pairs sorted by key (a sorted list is a heap:
+        no heapify, and no stale entries left)."""
+        first = self._counter + 1
+        self._heap = [(key, token, job_id)
+                      for token, (key, job_id) in enumerate(items, first)]
+        self._live = {job_id: token for token, (_key, job_id) in enumerate(items, first)}
+        self._counter = first + len(items) - 1
+
     def _maybe_prune(self) -> None:
         if len(self._heap) > 2 * len(self._live) + 64:
             live = self._live
