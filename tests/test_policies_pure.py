@@ -374,13 +374,16 @@ def test_keyed_heap_sorted_items_and_replace():
         heap.push(f"j{i}", (key,))
     heap.push("j2", (0,))  # re-keyed: its old entry is stale
     heap.remove("j4")
-    assert heap.sorted_items() == [((0,), "j2"), ((1,), "j3"), ((3,), "j1"), ((5,), "j0")]
-    heap.replace(heap.sorted_items()[:3])
+    assert [(e[:-2], e[-1]) for e in heap.sorted_entries()] == [
+        ((0,), "j2"), ((1,), "j3"), ((3,), "j1"), ((5,), "j0")]
+    heap.replace(heap.sorted_entries()[:3])
     heap.check_valid()
     assert len(heap) == 3 and "j0" not in heap
     heap.push("j5", (2,))
-    assert [heap.pop() for _ in range(4)] == [((0,), "j2"), ((1,), "j3"), ((2,), "j5"),
-                                              ((3,), "j1")]
+    assert heap.peek()[0] == 0 and heap.peek()[-1] == "j2"  # (key items..., token, id)
+    assert [(e[:-2], e[-1]) for e in (heap.pop() for _ in range(4))] == [
+        ((0,), "j2"), ((1,), "j3"), ((2,), "j5"), ((3,), "j1")]
+    assert heap.peek() is None
 
 
 def test_shed_keeps_the_best_window_parks_blocked_jobs_and_spills_the_rest():
