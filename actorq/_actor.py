@@ -385,17 +385,10 @@ def core_job(rec: JobRecord | LiveEntry, offset: float | None = None) -> CoreJob
     if offset is None:
         offset = wall_offset()
     due = rec.run_at - offset if rec.state is JobState.DELAYED and rec.run_at else None
-    return CoreJob(
-        id=rec.id,
-        priority=rec.priority,
-        seq=rec.seq,
-        ready_at=rec.ready_at,
-        attempts=rec.attempts,
-        max_attempts=rec.max_attempts,
-        timeout=rec.timeout,
-        due=due,
-        key=rec.debounce_key,
-    )
+    # positional (a refill builds a chunk of these): id, priority, seq, ready_at, attempts,
+    # max_attempts, timeout, where, due, key
+    return CoreJob(rec.id, rec.priority, rec.seq, rec.ready_at, rec.attempts, rec.max_attempts,
+                   rec.timeout, "ready", due, rec.debounce_key)
 
 
 class QueueActor:

@@ -46,6 +46,7 @@ from ._model import (
     Retention,
     Retry,
     Throttle,
+    _record,
     check_int_at_least,
     check_positive_number,
     parse_priority,
@@ -353,21 +354,40 @@ class Queue:
                              f"(queue {self.name!r} has none)")
         delayed = due is not None and due > now
         ready_at = due if delayed else now
-        # positional, in field order (keywords cost more per call; this runs per enqueue):
-        # id, queue, state, payload, priority, seq, created_at, ready_at, run_at, attempts,
-        # max_attempts, timeout, started_at, finished_at, result, error, superseded_by, epoch,
-        # interrupted, debounce_key
-        record = JobRecord(
+        # _record: JobRecord(...) without attrs' per-field __setattr__ (this runs per enqueue),
+        # positional, in field order: id, queue, state, payload, priority, seq, created_at,
+        # ready_at, run_at, attempts, max_attempts, timeout, started_at, finished_at, result,
+        # error, superseded_by, epoch, interrupted, debounce_key, debounce_first_at, leading, log
+        record = _record(
             job_id, self.name, JobState.DELAYED if delayed else JobState.PENDING, stored, prio,
             0, wall, wall + (ready_at - now),
             wall + (due - now) if delayed else None,  # type: ignore[operator]
-            0, max_attempts, timeout, None, None, None, None, None, 0, False, key,
+            0, max_attempts, timeout, None, None, None, None, None, 0, False, key, None, False,
+            (),
         )
         # id, priority, seq, ready_at (as journaled: the ranking time), attempts, max_attempts,
         # timeout, where, due, key
         core = CoreJob(job_id, prio, UNASSIGNED_SEQ, record.ready_at, 0, max_attempts, timeout,
                        "ready", due if delayed else None, key)
         return record, core, given
+
+    def _like(self, payload: Any, first: NewJob) -> NewJob:
+        """A job of the batch whose first job is ``first``: ``_new_job`` with the same options
+        (validated and resolved once, by the first), the same ``now`` and no ``job_id``.
+        Not for a debounced queue (a job's key depends on its payload)."""
+        spec = self._actor.spec
+        stored = normalize(payload)
+        if spec.payload_type is not None:
+            check_structures(stored, spec.payload_type)
+        job_id = new_job_id()
+        rec, core = first[0], first[1]
+        record = _record(
+            job_id, rec.queue, rec.state, stored, rec.priority, 0, rec.created_at, rec.ready_at,
+            rec.run_at, 0, rec.max_attempts, rec.timeout, None, None, None, None, None, 0, False,
+            None, None, False, (),
+        )
+        return record, CoreJob(job_id, core.priority, UNASSIGNED_SEQ, core.ready_at, 0,
+                               core.max_attempts, core.timeout, "ready", core.due, None), False
 
     async def enqueue(
         self,
@@ -412,10 +432,16 @@ class Queue:
                 "timeout": None, "debounce_key": None, **options}
         now = trio.current_time()
         wall = to_wall(now)
-        jobs = []
+        jobs: list[NewJob] = []
+        # The options are validated and resolved once, by the first job; the others are built
+        # like it (only a debounced queue's jobs differ by more than their payload).
+        like = None if self._actor.spec.debounce is not None else self._like
         for index, payload in enumerate(payloads):
             try:
-                jobs.append(self._new_job(payload, job_id=None, now=now, wall=wall, **opts))
+                if jobs and like is not None:
+                    jobs.append(like(payload, jobs[0]))
+                else:
+                    jobs.append(self._new_job(payload, job_id=None, now=now, wall=wall, **opts))
             except Exception as exc:
                 exc.add_note(f"(payloads[{index}] of enqueue_batch; nothing was recorded)")
                 raise

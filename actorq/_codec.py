@@ -47,6 +47,7 @@ from ._model import (
     Requeued,
     Started,
     Succeeded,
+    _live_entry,
 )
 
 # The cattrs converter only reads entries written in the older, map-of-fields form.
@@ -256,8 +257,11 @@ def live_id(data: bytes) -> str:
 def decode_live(data: bytes, seq: int, state: JobState) -> LiveEntry:
     (job_id, priority, ready_at, run_at, attempts, max_attempts, timeout, interrupted,
      debounce_key, debounce_first_at, leading, created_at) = _unpackb(data)
-    return LiveEntry(job_id, seq, state, priority, ready_at, run_at, attempts, max_attempts,
-                     timeout, interrupted, debounce_key, debounce_first_at, leading, created_at)
+    # _live_entry: LiveEntry(...) without attrs' per-field __setattr__ (a queue's refill
+    # decodes a chunk of these)
+    return _live_entry(job_id, seq, state, priority, ready_at, run_at, attempts, max_attempts,
+                       timeout, interrupted, debounce_key, debounce_first_at, leading,
+                       created_at)
 
 
 def normalize(value: Any, what: str = "payload") -> Any:

@@ -67,10 +67,6 @@ class CoreJob:
         return (self.priority, self.ready_at, self.seq)
 
 
-def _rank(job: CoreJob) -> Rank:
-    return job.rank
-
-
 def _when(job: CoreJob) -> tuple[float, int]:
     """A delayed job's place in the journal's index of delayed jobs: its due time as journaled
     (``ready_at``), then enqueue order."""
@@ -173,8 +169,8 @@ class QueueCore:
     def promote_due(self, now: float) -> list[str]:
         """Move every delayed job due at ``now`` to the ready heap; their ids, in due order."""
         promoted = []
-        while (top := self._delayed.peek()) is not None and top[0][0] <= now:
-            _key, job_id = self._delayed.pop()
+        while (top := self._delayed.peek()) is not None and top[0] <= now:
+            job_id = self._delayed.pop()[-1]
             self._make_ready(self.jobs[job_id])
             promoted.append(job_id)
         return promoted
@@ -191,7 +187,7 @@ class QueueCore:
             top = ready.peek()
             if top is None:
                 break
-            job_id = top[1]
+            job_id = top[-1]
             job = jobs[job_id]
             if job_id in blocked:
                 ready.pop()
@@ -211,7 +207,7 @@ class QueueCore:
         the next token where a ready job waits only for one; None where nothing is ahead.
         ``now`` is needed where the queue is throttled."""
         top = self._delayed.peek()
-        wake = None if top is None else top[0][0]
+        wake = None if top is None else top[0]
         if (self.bucket is not None and not self.paused and len(self._ready)
                 and len(self.running) < self.concurrency):
             if now is None:
@@ -366,18 +362,22 @@ class QueueCore:
             return 0
         dropped = 0
         if len(self._ready) > 2 * window:
-            kept = 0
-            for job in sorted((self.jobs[i] for i in self._ready.ids()), key=_rank):
-                if job.id in self.blocked:
-                    self._ready.remove(job.id)
-                    self._parked[job.id] = job
-                elif kept < window:
-                    kept += 1
-                    self.horizon = job.rank
+            # The heap's entries sorted (their keys are the jobs' ranks) and the heap rebuilt
+            # from the kept ones: no key function and no removal per job.
+            jobs, blocked, spill = self.jobs, self.blocked, self._spill
+            kept = []
+            for entry in self._ready.sorted_entries():  # (priority, ready_at, seq, token, id)
+                job_id = entry[-1]
+                if job_id in blocked:
+                    self._parked[job_id] = jobs[job_id]
+                elif len(kept) < window:
+                    kept.append(entry)
                 else:
-                    self._ready.remove(job.id)
-                    self._spill(job)
+                    spill(jobs[job_id])
                     dropped += 1
+            if kept:
+                self.horizon = kept[-1][:3]
+            self._ready.replace(kept)
         if len(self._delayed) > 2 * window:
             ordered = sorted((self.jobs[i] for i in self._delayed.ids()), key=_when)
             self.delayed_horizon = _when(ordered[window - 1])

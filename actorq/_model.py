@@ -677,22 +677,37 @@ class _Draft(JobRecord):
     __delattr__ = object.__delattr__
 
 
+class _LiveDraft(LiveEntry):
+    """A LiveEntry under construction (as :class:`_Draft` is a JobRecord's)."""
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
+
+
 def _record_builder(fast: bool = True) -> Callable[..., JobRecord]:
-    """A positional JobRecord constructor for the folds above. It makes a :class:`_Draft`,
-    assigns its 23 slots (~10 ns each) and turns it into a JobRecord (``__class__``
-    assignment: the layouts are the same); ~4x cheaper than attrs' ``__init__``, which sets each
-    slot through ``object.__setattr__`` by name (~50 ns each). Where the interpreter refuses
-    that (``fast=False``, or the self-check below fails), it sets each slot through its
-    descriptor's ``__set__`` (~30% cheaper than ``__init__``). Equivalent to ``JobRecord(...)``
-    as long as JobRecord has no validators, converters or ``__attrs_post_init__`` (checked
-    here, at import); nobody sees the draft."""
-    fields = attrs.fields(JobRecord)
+    """:func:`_builder` of JobRecord."""
+    return _builder(JobRecord, _Draft, fast)
+
+
+def _builder(cls: type, draft: type, fast: bool = True) -> Callable[..., Any]:
+    """A positional constructor of the frozen attrs class ``cls`` (JobRecord for the folds
+    above; LiveEntry, per entry a queue reads from an index). It makes a ``draft`` (a
+    subclass with no slots of its own, such as :class:`_Draft`), assigns its slots (~10 ns
+    each) and turns it into a ``cls`` (``__class__`` assignment: the layouts are the same);
+    ~4x cheaper than attrs' ``__init__``, which sets each slot through ``object.__setattr__``
+    by name (~50 ns each). Where the interpreter refuses that (``fast=False``, or the
+    self-check below fails), it sets each slot through its descriptor's ``__set__`` (~30%
+    cheaper than ``__init__``). Equivalent to ``cls(...)`` as long as ``cls`` has no
+    validators, converters or ``__attrs_post_init__`` (checked here, at import); nobody sees
+    the draft."""
+    fields = attrs.fields(cls)
     if (any(f.validator or f.converter for f in fields)
-            or hasattr(JobRecord, "__attrs_post_init__")):  # pragma: no cover
-        raise RuntimeError("JobRecord has validators or converters: drop _record_builder")
+            or hasattr(cls, "__attrs_post_init__")):  # pragma: no cover
+        raise RuntimeError(f"{cls.__name__} has validators or converters: drop _builder")
     names = [f.name for f in fields]
     params = ", ".join(names)
-    ns: dict[str, Any] = {"_new": object.__new__, "_cls": JobRecord, "_draft": _Draft}
+    ns: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_draft": draft}
     if fast:
         body = "".join(f"    r.{n} = {n}\n" for n in names)
         exec(f"def build({params}):\n    r = _new(_draft)\n{body}"
@@ -701,19 +716,20 @@ def _record_builder(fast: bool = True) -> Callable[..., JobRecord]:
         values = [object() for _ in names]
         try:
             probe = build(*values)
-            if (type(probe) is JobRecord
+            if (type(probe) is cls
                     and all(getattr(probe, n) is v for n, v in zip(names, values))):
                 return build  # type: ignore[no-any-return]
         except TypeError:  # pragma: no cover - an interpreter refusing the __class__ change
             pass
     for name in names:  # the fallback
-        ns["_set_" + name] = getattr(JobRecord, name).__set__
+        ns["_set_" + name] = getattr(cls, name).__set__
     body = "".join(f"    _set_{n}(r, {n})\n" for n in names)
     exec(f"def build({params}):\n    r = _new(_cls)\n{body}    return r\n", ns)
     return ns["build"]  # type: ignore[no-any-return]
 
 
 _record = _record_builder()
+_live_entry = _builder(LiveEntry, _LiveDraft)
 
 _FOLDS: dict[type, Callable[[JobRecord, Any, tuple[int, ...]], JobRecord | None]] = {
     Started: _started,

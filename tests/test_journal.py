@@ -920,6 +920,32 @@ def test_the_folds_build_plain_frozen_records():
     assert type(enqueued) is JobRecord and enqueued == attrs.evolve(record("a"), seq=1, log=(1,))
 
 
+def test_decode_live_builds_plain_frozen_entries():
+    """decode_live builds its LiveEntry without attrs' __init__ (actorq._model._builder): a
+    plain LiveEntry, equal to the one __init__ builds, frozen, hashable, weak-referenceable."""
+    import weakref
+
+    import attrs
+
+    from actorq._codec import Encoder, decode_live
+    from actorq._model import LiveEntry, _builder, _live_entry, _LiveDraft
+
+    rec = attrs.evolve(record("a"), priority=-3, ready_at=2.5, attempts=2, max_attempts=4,
+                       timeout=1.5, interrupted=True, debounce_key="k", debounce_first_at=0.5,
+                       leading=True)
+    assert "_draft" in _live_entry.__code__.co_names  # the fast builder
+    for entry in (decode_live(Encoder().live(rec), 9, S.PENDING),
+                  _builder(LiveEntry, _LiveDraft, fast=False)(
+                      *attrs.astuple(LiveEntry.from_record(attrs.evolve(rec, seq=9)),
+                                     recurse=False))):
+        expected = LiveEntry.from_record(attrs.evolve(rec, seq=9, state=S.PENDING))
+        assert type(entry) is LiveEntry
+        assert entry == expected and hash(entry) == hash(expected)
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            entry.seq = 1
+        assert weakref.ref(entry)() is entry
+
+
 def test_the_journal_does_not_log_a_refused_transition(journal_path):
     j = Journal(journal_path, sync=False)
     try:

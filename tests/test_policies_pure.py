@@ -364,3 +364,41 @@ def test_resolve_key():
         resolve_key(by_user, "q", {}, 3)
     with pytest.raises(TypeError, match=r"^debounce key function must return a str \(got 1\)$"):
         resolve_key(by_user, "q", {"user": 1})
+
+
+def test_keyed_heap_sorted_items_and_replace():
+    from actorq._heap import KeyedHeap
+
+    heap = KeyedHeap()
+    for i, key in enumerate([5, 3, 9, 1, 7]):
+        heap.push(f"j{i}", (key,))
+    heap.push("j2", (0,))  # re-keyed: its old entry is stale
+    heap.remove("j4")
+    assert [(e[:-2], e[-1]) for e in heap.sorted_entries()] == [
+        ((0,), "j2"), ((1,), "j3"), ((3,), "j1"), ((5,), "j0")]
+    heap.replace(heap.sorted_entries()[:3])
+    heap.check_valid()
+    assert len(heap) == 3 and "j0" not in heap
+    heap.push("j5", (2,))
+    assert heap.peek()[0] == 0 and heap.peek()[-1] == "j2"  # (key items..., token, id)
+    assert [(e[:-2], e[-1]) for e in (heap.pop() for _ in range(4))] == [
+        ((0,), "j2"), ((1,), "j3"), ((2,), "j5"), ((3,), "j1")]
+    assert heap.peek() is None
+
+
+def test_shed_keeps_the_best_window_parks_blocked_jobs_and_spills_the_rest():
+    from actorq._core import CoreJob, QueueCore
+
+    core = QueueCore(concurrency=1, window=4)
+    ranks = [(p, float(t), s) for s, (p, t) in enumerate(
+        [(0, 5), (1, 0), (0, 1), (2, 0), (0, 1), (-1, 9), (0, 0), (1, 1), (0, 3), (3, 3)])]
+    for seq, (prio, at, _s) in enumerate(ranks):
+        core.add(CoreJob(f"j{seq}", prio, seq, at), now=0.0)
+    core.block("j5")  # the best job: blocked, it is parked, not kept nor spilled
+    assert core.shed() == 5
+    core.check_valid()
+    best = sorted((r, f"j{r[2]}") for r in ranks if r[2] != 5)[:4]
+    assert set(core.jobs) == {job_id for _r, job_id in best} | {"j5"}
+    assert core.horizon == best[-1][0]
+    assert core.counts()["ready"] == 5  # four in the heap, one parked
+    assert [job.id for job in core.take_startable(0.0)] == [best[0][1]]

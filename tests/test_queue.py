@@ -296,6 +296,36 @@ def test_enqueue_batch_is_one_transaction(journal_path):
     run(main)
 
 
+def test_enqueue_batch_jobs_are_built_like_single_enqueues(journal_path):
+    """enqueue_batch resolves its options once, for the first job, and builds the others like
+    it: each job's record is the one ``Queue._new_job`` makes for it (id, payload, seq aside)."""
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+            q = await actorq.spawn_queue("q", lambda job: None)
+            await q.pause()
+            options = [{}, {"priority": "low", "max_attempts": 3, "timeout": 2.5},
+                       {"delay": 5, "priority": -7},
+                       {"run_at": dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)}]
+            for opts in options:
+                now = trio.current_time()  # enqueue_batch reads the clock once: the same now
+                ids = await q.enqueue_batch([{"n": n} for n in range(5)], **opts)
+                records = [rt.journal.get(i) for i in ids]
+                assert [r.payload for r in records] == [{"n": n} for n in range(5)]
+                expected, core, _given = q._new_job(
+                    {"n": 0}, job_id=ids[0], now=now, wall=records[0].created_at,
+                    **{"priority": "normal", "delay": None, "run_at": None,
+                       "max_attempts": None, "timeout": None, "debounce_key": None, **opts})
+                for r in records:
+                    assert attrs.evolve(r, id=ids[0], payload={"n": 0}, seq=0, log=()) == expected
+                    job = q._actor.core.jobs[r.id]
+                    assert (job.priority, job.ready_at, job.max_attempts, job.timeout,
+                            job.due, job.key) == (core.priority, core.ready_at,
+                                                  core.max_attempts, core.timeout, core.due,
+                                                  core.key)
+
+    run(main)
+
+
 @attrs.frozen
 class Email:
     to: str
