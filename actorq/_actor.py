@@ -29,7 +29,14 @@ from ._clock import from_wall, to_wall, wall_now, wall_offset
 from ._codec import normalize, structure
 from ._core import CoreJob, GiveUp, QueueCore, RetryAt
 from ._debounce import Debouncer
-from ._errors import Discard, JobInterrupted, JobTimeout, SupervisorError, UnknownJob
+from ._errors import (
+    Discard,
+    JobInterrupted,
+    JobTimeout,
+    QueueStopped,
+    SupervisorError,
+    UnknownJob,
+)
 from ._model import (
     AttemptFailed,
     Cancelled,
@@ -99,6 +106,7 @@ class Reply:
     def done(self) -> bool:
         return self._done
 
+    @trio.lowlevel.enable_ki_protection
     def _wake(self) -> None:
         self._done = True
         task = self._task
@@ -327,6 +335,7 @@ class _Inbox:
         self.closed = False
         self._task: trio.lowlevel.Task | None = None  # the receiver, parked in wait()
 
+    @trio.lowlevel.enable_ki_protection
     def send(self, msg: Any) -> None:
         self.msgs.append(msg)
         task = self._task
@@ -371,6 +380,7 @@ class _Dispatch:
         self.records: collections.deque[JobRecord] = collections.deque()
         self.idle: collections.deque[trio.lowlevel.Task] = collections.deque()  # parked workers
 
+    @trio.lowlevel.enable_ki_protection
     def send(self, rec: JobRecord) -> None:
         if self.idle:
             trio.lowlevel.reschedule(self.idle.popleft(), outcome.Value(rec))
@@ -481,7 +491,7 @@ class QueueActor:
         cause = self._gave_up
         if cause is None:
             return RuntimeError(f"queue {self.name!r} has stopped (its runtime is closed)")
-        error = SupervisorError(f"queue {self.name!r} has stopped: {cause}")
+        error = QueueStopped(f"queue {self.name!r} has stopped: {cause}")
         error.__cause__ = cause
         return error
 
@@ -1087,7 +1097,8 @@ class QueueActor:
         task = trio.lowlevel.current_task()
 
         def abort(_: Any) -> trio.lowlevel.Abort:
-            idle.remove(task)
+            if task in idle:  # (it always is: Dispatch.send is KI-protected)
+                idle.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
         while True:

@@ -59,5 +59,11 @@ class SupervisorError(ActorqError):
     """A supervisor gave up: its children crashed more often than its restart policy allows."""
 
 
+class QueueStopped(SupervisorError):
+    """A request to a queue whose supervisor gave up (chained to that escalation with
+    ``__cause__``). A SupervisorError to the caller; to a supervisor that sees it, a crash of
+    the caller like any other, never an escalation of its own."""
+
+
 class Discard(Exception):  # noqa: N818 - the contract's name
     """Raise in a handler to fail the job at once, with no further attempts."""

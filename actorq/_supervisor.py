@@ -11,7 +11,7 @@ import logging
 
 import attrs
 
-from ._errors import SupervisorError
+from ._errors import QueueStopped, SupervisorError
 from ._model import CrashInfo, Restart, to_datetime
 
 log = logging.getLogger("actorq")
@@ -47,8 +47,10 @@ class CrashLog:
 
 
 def find_supervisor_error(exc: BaseException) -> SupervisorError | None:
-    """The SupervisorError inside ``exc`` (a bare error or an exception group), if any."""
-    if isinstance(exc, SupervisorError):
+    """The escalation inside ``exc`` (a bare error or an exception group), if any: a
+    SupervisorError, but not a :class:`QueueStopped` (a request to another queue that had
+    escalated is the requester's crash)."""
+    if isinstance(exc, SupervisorError) and not isinstance(exc, QueueStopped):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:

@@ -522,3 +522,21 @@ def test_requests_to_a_queue_that_escalated_fail_with_the_supervisor_error(journ
 
     with pytest.raises(actorq.SupervisorError, match="queue 'q' has stopped: queue 'q': 4 "):
         trio.run(later)
+
+
+def test_a_request_to_a_stopped_queue_is_not_an_escalation_of_the_requester():
+    """A queue actor whose request to another, escalated queue fails (a dead letter handed
+    over, a hook enqueueing elsewhere) has crashed, like with any error: its supervisor counts
+    that crash under its own restart policy instead of taking the other queue's escalation
+    for its own. The caller still gets a SupervisorError."""
+    from actorq._errors import QueueStopped
+    from actorq._supervisor import find_supervisor_error
+
+    escalation = actorq.SupervisorError("queue 'dlq': 4 crashes within 5s")
+    stopped = QueueStopped(f"queue 'dlq' has stopped: {escalation}")
+    stopped.__cause__ = escalation
+    assert isinstance(stopped, actorq.SupervisorError)
+    assert find_supervisor_error(stopped) is None
+    assert find_supervisor_error(ExceptionGroup("round", [ValueError(), stopped])) is None
+    both = ExceptionGroup("nursery", [stopped, ExceptionGroup("inner", [escalation])])
+    assert find_supervisor_error(both) is escalation
