@@ -376,7 +376,7 @@ class QueueCore:
                     spill(jobs[job_id])
                     dropped += 1
             if kept:
-                self.horizon = kept[-1][:3]
+                self.horizon = jobs[kept[-1][-1]].rank  # the last job kept
             self._ready.replace(kept)
         if len(self._delayed) > 2 * window:
             ordered = sorted((self.jobs[i] for i in self._delayed.ids()), key=_when)
