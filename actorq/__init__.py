@@ -20,6 +20,7 @@ from ._errors import (
     JournalError,
     JournalLocked,
     PayloadError,
+    QueueStopped,
     SupervisorError,
     UnknownJob,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "JournalLocked",
     "PayloadError",
     "Queue",
+    "QueueStopped",
     "Restart",
     "Retention",
     "Retry",

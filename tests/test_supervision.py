@@ -507,7 +507,8 @@ def test_requests_to_a_queue_that_escalated_fail_with_the_supervisor_error(journ
 
     with pytest.raises(BaseExceptionGroup) as info:
         run(main)
-    assert len(got) == 1 and isinstance(got[0], actorq.SupervisorError), got
+    assert len(got) == 1 and isinstance(got[0], actorq.QueueStopped), got
+    assert isinstance(got[0], actorq.SupervisorError)
     assert str(got[0]).startswith("queue 'q' has stopped: queue 'q': 4 crashes within 5s")
     escalation = got[0].__cause__
     assert isinstance(escalation, actorq.SupervisorError)
@@ -520,7 +521,7 @@ def test_requests_to_a_queue_that_escalated_fail_with_the_supervisor_error(journ
     async def later():
         await holder["q"].enqueue(1)
 
-    with pytest.raises(actorq.SupervisorError, match="queue 'q' has stopped: queue 'q': 4 "):
+    with pytest.raises(actorq.QueueStopped, match="queue 'q' has stopped: queue 'q': 4 "):
         trio.run(later)
 
 
@@ -529,11 +530,10 @@ def test_a_request_to_a_stopped_queue_is_not_an_escalation_of_the_requester():
     over, a hook enqueueing elsewhere) has crashed, like with any error: its supervisor counts
     that crash under its own restart policy instead of taking the other queue's escalation
     for its own. The caller still gets a SupervisorError."""
-    from actorq._errors import QueueStopped
     from actorq._supervisor import find_supervisor_error
 
     escalation = actorq.SupervisorError("queue 'dlq': 4 crashes within 5s")
-    stopped = QueueStopped(f"queue 'dlq' has stopped: {escalation}")
+    stopped = actorq.QueueStopped(f"queue 'dlq' has stopped: {escalation}")
     stopped.__cause__ = escalation
     assert isinstance(stopped, actorq.SupervisorError)
     assert find_supervisor_error(stopped) is None
