@@ -19,7 +19,7 @@ import math
 import random
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import outcome
@@ -359,14 +359,6 @@ class _Inbox:
         """Every message waiting, oldest first."""
         msgs, self.msgs = self.msgs, collections.deque()
         return msgs
-
-    def statistics(self) -> _InboxStatistics:
-        """Like a trio memory channel's: how many messages wait."""
-        return _InboxStatistics(len(self.msgs))
-
-
-class _InboxStatistics(NamedTuple):
-    current_buffer_used: int
 
 
 class _Dispatch:

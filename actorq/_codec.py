@@ -64,10 +64,6 @@ _unpackb = msgpack.unpackb
 _local = threading.local()  # a Packer keeps a buffer: one Encoder per thread
 
 
-def _pack(obj: Any) -> bytes:
-    return _encoder().pack(obj)
-
-
 def encode_value(value: Any) -> bytes:
     """A payload or result as msgpack (what :func:`encode_record_with` splices in)."""
     return _encoder().pack(value)
@@ -92,7 +88,7 @@ if sorted(RECORD_FIELDS) != sorted(f.name for f in attrs.fields(JobRecord)):  # 
 
 
 def encode_record(rec: JobRecord) -> bytes:
-    return encode_record_with(rec, _pack(rec.payload))
+    return encode_record_with(rec, encode_value(rec.payload))
 
 
 def _record_from_list(v: list[Any]) -> JobRecord:

@@ -120,13 +120,24 @@ def _entry_seq(entry: LiveEntry) -> int:
     return entry.seq
 
 
+def _prefixed(cur: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The items from ``cur`` (at its first key) on, while keys begin with ``prefix``."""
+    for item in cur:
+        if not item[0].startswith(prefix):
+            return
+        yield item
+
+
+def _from(cur: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Every item of ``cur``'s database whose key begins with ``prefix``, in key order."""
+    return _prefixed(cur, prefix) if cur.set_range(prefix) else iter(())
+
+
 def _index_run(cur: lmdb.Cursor, prefix: bytes, state: JobState) -> Iterator[LiveEntry]:
     """The live entries of an index run (keys ending in the job's ``>Q`` seq) from ``cur``
     (at its first key) on, while keys begin with ``prefix``."""
     unpack = _Q.unpack_from
-    for key, value in cur:
-        if not key.startswith(prefix):
-            return
+    for key, value in _prefixed(cur, prefix):
         yield decode_live(value, unpack(key, len(key) - 8)[0], state)
 
 
@@ -401,13 +412,7 @@ class Journal:
         """Format 2 -> 3: index every pending job by rank and every delayed one by due time
         (in the transaction that opens)."""
         for state in (JobState.PENDING, JobState.DELAYED):
-            prefix = CODES[state]
-            cur = txn.cursor(db=self.dbs["states"])
-            if not cur.set_range(prefix):
-                continue
-            for key, value in cur:
-                if not key.startswith(prefix):
-                    break
+            for key, value in _from(txn.cursor(db=self.dbs["states"]), CODES[state]):
                 e = decode_live(value, _Q.unpack_from(key, len(key) - 8)[0], state)
                 qkey = key[1:-8]
                 if state is JobState.PENDING:
@@ -746,12 +751,7 @@ class Journal:
                    ) -> Iterator[tuple[bytes, str]]:
         prefix = CODES[state] + (b"" if queue is None else _qkey(queue))
         live = state not in _TERMINAL
-        cur = txn.cursor(db=self.dbs["states"])
-        if not cur.set_range(prefix):
-            return
-        for key, value in cur:
-            if not key.startswith(prefix):
-                return
+        for key, value in _from(txn.cursor(db=self.dbs["states"]), prefix):
             yield key[-8:], (live_id(value) if live else value.decode())
 
     def live(self, queue: str) -> list[JobRecord]:

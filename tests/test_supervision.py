@@ -467,7 +467,7 @@ def test_a_worker_waiting_for_its_outcome_does_not_block_a_restart(journal_path)
                     nursery.start_soon(lost)
                     await trio.to_thread.run_sync(entered.wait, 10)
                     finish_first.set()  # its outcome reaches the inbox during the commit
-                    while not q._actor._inbox.statistics().current_buffer_used:
+                    while not q._actor._inbox.msgs:
                         await trio.sleep(0.001)
                     release.set()
                 assert await q.wait(job_id) == "done"
