@@ -173,10 +173,7 @@ class EnqueueOneMsg(Reply):
     __slots__ = ("record", "core", "given_id")
 
     def __init__(self, record: JobRecord, core: CoreJob, given_id: bool) -> None:
-        self._done = False  # (Reply.__init__, inlined)
-        self._task = None
-        self.value = None
-        self.error = None
+        super().__init__()
         self.record = record
         self.core = core
         self.given_id = given_id

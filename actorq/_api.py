@@ -409,12 +409,7 @@ class Queue:
             wall=to_wall(now))
         msg = EnqueueOneMsg(record, core, given)
         self._actor.send(msg)
-        # msg.get() inlined (one coroutine less per enqueue): the answer cannot be there yet
-        msg._task = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(msg._abort)
-        if msg.error is not None:
-            raise msg.error
-        job: str = msg.value
+        job: str = await msg.get()
         return job
 
     async def enqueue_batch(self, payloads: Iterable[Any], **options: Any) -> list[str]:
