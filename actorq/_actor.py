@@ -17,7 +17,7 @@ import collections
 import inspect
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -112,7 +112,9 @@ class Reply:
         task = self._task
         if task is not None:
             self._task = None
-            trio.lowlevel.reschedule(task)
+            # The answer travels with the wake-up: the waiter's wait returns it (or raises it).
+            answer = outcome.Value(self.value) if self.error is None else outcome.Error(self.error)
+            trio.lowlevel.reschedule(task, answer)
 
     def set(self, value: Any) -> None:
         if not self._done:
@@ -124,18 +126,27 @@ class Reply:
             self.error = error
             self._wake()
 
-    async def get(self) -> Any:
+    def get(self) -> Awaitable[Any]:
+        """``await reply.get()``: the answer's value, or its error raised (cancellable; a
+        checkpoint either way). Not an ``async def``: while the answer is not there yet (the
+        usual case), it hands back trio's own wait, whose result is the answer :meth:`_wake`
+        sends, and the Reply is its abort function, so that no coroutine and no bound method
+        of ours is built and kept alive per request (per ``enqueue``; both showed up in every
+        garbage collection of the event loop)."""
         if self._done:
-            await trio.lowlevel.checkpoint()
-        else:
-            assert self._task is None, "one task at a time waits for a Reply"
-            self._task = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(self._abort)
+            return self._answered()
+        assert self._task is None, "one task at a time waits for a Reply"
+        self._task = trio.lowlevel.current_task()
+        return trio.lowlevel.wait_task_rescheduled(self)
+
+    async def _answered(self) -> Any:
+        await trio.lowlevel.checkpoint()
         if self.error is not None:
             raise self.error
         return self.value
 
-    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+    def __call__(self, _: Any) -> trio.lowlevel.Abort:
+        """The abort function of :meth:`get`'s wait: a cancelled waiter leaves."""
         self._task = None
         return trio.lowlevel.Abort.SUCCEEDED
 
