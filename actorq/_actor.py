@@ -278,15 +278,14 @@ _KICK = KickMsg()
 class _Round:
     """What one round decided: events to journal, then what to do once they are durable."""
 
-    __slots__ = ("events", "on_record", "enqueued", "started", "after", "answered", "new_ids",
-                 "finished", "stop")
+    __slots__ = ("events", "on_record", "enqueued", "after", "answered", "new_ids", "finished",
+                 "stop")
 
     def __init__(self, *, finished: bool = False) -> None:
         self.events: list[Event] = []
         self.on_record: list[tuple[int, Callable[[JobRecord | None], None]]] = []
-        # Per-job bookkeeping as lists of indexes into ``events`` (no callback object per job):
+        # Per-job bookkeeping as indexes into ``events`` (no callback object per job):
         self.enqueued: list[int] = []  # the Enqueued events of this queue's new jobs
-        self.started: list[int] = []  # the Started events: dispatch once durable
         self.after: list[Callable[[], None]] = []
         self.answered: list[Reply] = []  # given their ``value`` once the round is durable
         self.new_ids: set[str] = set()
@@ -692,18 +691,19 @@ class QueueActor:
         for job_id in self.core.promote_due(now):
             rnd.add(Due(job_id, wall))
         epoch = self.runtime.journal.epoch
-        events, started = rnd.events, rnd.started
-        for job in () if self.stopping else self.core.take_startable(now):
-            started.append(len(events))
+        events = rnd.events
+        starting = () if self.stopping else self.core.take_startable(now)
+        first_start = len(events)  # their Started events follow, in order
+        for job in starting:
             events.append(Started(job.id, wall, job.attempts, epoch))
             if self.debouncer is not None and job.key is not None:
                 self.debouncer.started(job.key, job.id)
         if self.debouncer is not None:
             self.debouncer.expire(now)  # bookkeeping: forget bursts that have closed
-        if rnd.events:
+        if events:
             retention = {self.name: self.spec.retention} if rnd.finished else None
             # Shielded: once submitted, a commit happens; its callers must hear how it went.
-            records = await self.runtime.writer.commit(rnd.events, retention, shield=True)
+            records = await self.runtime.writer.commit(events, retention, shield=True)
             core = self.core
             for index in rnd.enqueued:
                 rec = records[index]
@@ -711,13 +711,19 @@ class QueueActor:
                     core.forget(events[index].record.id)  # type: ignore[union-attr]  # dropped
                 else:
                     core.journaled(rec.id, rec.seq)  # its place in enqueue order, known now
+            # The events (and the records and results they hold) are garbage now: drop them
+            # before waking anyone, not at the next round. Freed while the commit's own
+            # allocations are fresh, they keep the event loop's young garbage collections
+            # away (kept until the next round, in W1 they triggered one collection per round,
+            # each promoting the round's live objects towards the costly full collections).
+            events.clear()
             for index, callback in rnd.on_record:
                 callback(records[index])
             dispatch = self._dispatch.send
-            for index in started:
+            for index, job in enumerate(starting, first_start):
                 rec = records[index]
                 if rec is None:  # refused: another writer ended the job meanwhile
-                    self.core.forget(events[index].id)  # type: ignore[union-attr]
+                    core.forget(job.id)
                     self.send(_KICK)
                 else:
                     dispatch(rec)
