@@ -571,3 +571,43 @@ def test_a_worker_runs_on_after_a_timeout_and_a_cancel_with_hooks_intact(journal
     assert events == [("error", "slow", "JobTimeout"), ("ok", "a", "a"),
                       ("ok", "cancel-me", "done anyway"), ("ok", "b", "b"),
                       ("cancel", "cancelled"), ("ok", "c", "c")]
+
+
+def test_a_start_the_journal_refuses_is_forgotten_and_the_next_job_starts(journal_path,
+                                                                           monkeypatch):
+    """A job can end in the journal between the round that picked it to start and that round's
+    commit (here: a cancel journaled just before the commit). The journal refuses its Started
+    event: the job must not run, the queue must forget it and start the next one."""
+    from actorq._clock import wall_now
+    from actorq._model import Cancelled, Started
+    from actorq._writer import Writer
+
+    ran = []
+    real_commit = Writer.commit
+
+    async def handler(job):
+        ran.append(job.payload)
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as runtime:
+            q = await actorq.spawn_queue("q", handler, concurrency=1)
+            await q.pause()
+            first = await q.enqueue("first")
+            await q.enqueue("second")
+
+            async def commit(self, events, *args, **kwargs):
+                if any(type(ev) is Started and ev.id == first for ev in events):
+                    monkeypatch.setattr(Writer, "commit", real_commit)  # once
+                    runtime.journal.commit_growing([Cancelled(first, wall_now())])
+                return await real_commit(self, events, *args, **kwargs)
+
+            monkeypatch.setattr(Writer, "commit", commit)
+            await q.resume()
+            with trio.fail_after(60):  # virtual time: a queue that lost count never idles
+                await q.join()
+            assert (await runtime.status(first)).state is JobState.CANCELLED
+            stats = await q.stats()
+            assert stats["running"] == 0 and stats["completed"] == 1, stats
+
+    run(main)
+    assert ran == ["second"]
