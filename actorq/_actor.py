@@ -137,7 +137,7 @@ class Reply:
             return self._answered()
         assert self._task is None, "one task at a time waits for a Reply"
         self._task = trio.lowlevel.current_task()
-        return trio.lowlevel.wait_task_rescheduled(self)
+        return trio.lowlevel.wait_task_rescheduled(self)  # noqa: ASYNC105 - the caller awaits it
 
     async def _answered(self) -> Any:
         await trio.lowlevel.checkpoint()
