@@ -2,7 +2,7 @@
 commit shapes, for the actorq on ``PYTHONPATH``; or an interleaved A/B of two source trees.
 
     python benchmarks/prepare_bench.py                      # this tree: one run, JSON
-    python benchmarks/prepare_bench.py --ab TREE_A TREE_B --rounds 10
+    python benchmarks/prepare_bench.py --ab TREE_A TREE_B --rounds 300
     python benchmarks/prepare_bench.py --compare TREE_A TREE_B --programs 200
 
 Shapes (the journal in "os" mode, sync=False, in a temporary directory):
@@ -12,7 +12,9 @@ Shapes (the journal in "os" mode, sync=False, in a temporary directory):
   retention on, as when a round finished jobs. Per job: one enqueue + start + success.
 - ``w2``: commits of one fused Enqueued + Started, then one of its Succeeded. Per job: both.
 
-Each run times ``commits`` commits after a warm-up and prints the median µs per job.
+One tree: times ``--commits`` commits after a warm-up and prints the median µs per job.
+``--ab``: both trees' journal modules in one process, commit by commit in turn (see
+:func:`_ab`); the median µs per job of each, and the median of the paired ratios.
 
 ``--compare`` checks that two trees write the same journal: it runs the same random programs of
 transitions (every event type, valid and refused ones, several transitions of one job in one
@@ -24,6 +26,7 @@ commit, and the records each commit returned.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -32,68 +35,109 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
-def _run(shape: str, commits: int, warmup: int) -> dict[str, float]:
-    from actorq._journal import Journal
-    from actorq._model import Enqueued, JobState, Retention, Started, Succeeded, _record
+def _load(tree: Path, name: str) -> Any:
+    """``tree``'s journal modules (``_journal`` and what it imports: ``_codec``, ``_model``,
+    ``_errors``) as a package of their own, ``name``, so that two trees run in one process."""
+    pkg = Path(tempfile.mkdtemp()) / name
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for module in ("_journal", "_codec", "_model", "_errors"):
+        (pkg / f"{module}.py").symlink_to(tree / "actorq" / f"{module}.py")
+    sys.path.insert(0, str(pkg.parent))
+    return importlib.import_module(f"{name}._journal"), importlib.import_module(f"{name}._model")
 
-    clock = time.perf_counter_ns
-    n_id = [0x18000000_00000000]
 
-    def new_id() -> str:
-        n_id[0] += 1
-        return f"{n_id[0]:016x}{n_id[0] * 2654435761 % (1 << 64):016x}"
+class _Workload:
+    """One tree's journal, fed commits of one shape (see the module's docstring)."""
 
-    wall = 1.7e9
+    def __init__(self, journal_mod: Any, model: Any, shape: str, directory: str) -> None:
+        self.m = model
+        self.shape = shape
+        self.j = journal_mod.Journal(directory, sync=False, map_size=1 << 30)
+        self.retention = {"w1": model.Retention(max_age=3600, max_count=1000)}
+        self.running: list[str] = []
+        self.n_id = 0x18000000_00000000
+        self.i = 0
 
-    def record(job_id: str, i: int):
-        return _record(job_id, "w1", JobState.PENDING, i, 2, 0, wall, wall, None, 0, None,
-                       None, None, None, None, None, None, 0, False, None, None, False, ())
+    def _new_id(self) -> str:
+        self.n_id += 1
+        return f"{self.n_id:016x}{self.n_id * 2654435761 % (1 << 64):016x}"
 
-    prep: list[int] = []
-    total: list[int] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        j = Journal(tmp, sync=False, map_size=1 << 30)
-        epoch = j.epoch
-        retention = {"w1": Retention(max_age=3600, max_count=1000)}
-        running: list[str] = []
-        i = 0
-        for c in range(warmup + commits):
-            if shape == "w1":
-                fresh = [new_id() for _ in range(100)]
-                events: list = []
-                for k in range(100):
-                    if k < len(running):
-                        events.append(Succeeded(running[k], wall, None))
-                    events.append(Enqueued(record(fresh[k], i)))
-                    i += 1
-                events.extend(Started(job_id, wall, 1, epoch) for job_id in fresh)
-                running, per = fresh, 100
-                ret = retention
-                batches = [(events, ret)]
-            else:
-                job_id = new_id()
-                batches = [([Enqueued(record(job_id, i)), Started(job_id, wall, 1, epoch)], None),
-                           ([Succeeded(job_id, wall, None)], retention)]
-                i += 1
-                per = 1
-            t_prep = t_all = 0
-            for events, ret in batches:
-                t0 = clock()
-                plan = j.prepare(events, retention=ret, now=wall)
-                t1 = clock()
-                j.write(plan)
-                j.finish(plan)
-                t2 = clock()
-                t_prep += t1 - t0
-                t_all += t2 - t0
-            if c >= warmup:
-                prep.append(t_prep / per)
-                total.append(t_all / per)
-        j.close()
-    return {"prepare_us": statistics.median(prep) / 1000,
-            "commit_us": statistics.median(total) / 1000}
+    def _record(self, job_id: str) -> Any:
+        m = self.m
+        self.i += 1
+        return m.JobRecord(job_id, "w1", m.JobState.PENDING, self.i, 2, 0, WALL, WALL)
+
+    def batches(self) -> tuple[int, list[tuple[list[Any], Any]]]:
+        """The next commits, and how many jobs they stand for."""
+        m = self.m
+        epoch = self.j.epoch
+        if self.shape == "w2":
+            job_id = self._new_id()
+            return 1, [([m.Enqueued(self._record(job_id)), m.Started(job_id, WALL, 1, epoch)],
+                        None),
+                       ([m.Succeeded(job_id, WALL, None)], self.retention)]
+        fresh = [self._new_id() for _ in range(100)]
+        events: list[Any] = []
+        for k, job_id in enumerate(fresh):
+            if k < len(self.running):
+                events.append(m.Succeeded(self.running[k], WALL, None))
+            events.append(m.Enqueued(self._record(job_id)))
+        events.extend(m.Started(job_id, WALL, 1, epoch) for job_id in fresh)
+        self.running = fresh
+        return 100, [(events, self.retention)]
+
+    def step(self) -> tuple[float, float]:
+        """One shape's commits: ns per job in prepare, and in prepare + write + finish."""
+        clock = time.perf_counter_ns
+        jobs, batches = self.batches()
+        t_prep = t_all = 0
+        for events, retention in batches:
+            t0 = clock()
+            plan = self.j.prepare(events, retention=retention, now=WALL)
+            t1 = clock()
+            self.j.write(plan)
+            self.j.finish(plan)
+            t2 = clock()
+            t_prep += t1 - t0
+            t_all += t2 - t0
+        return t_prep / jobs, t_all / jobs
+
+
+WALL = 1.7e9
+
+
+def _ab(trees: list[Path], rounds: int, shapes: list[str]) -> None:
+    """Both trees in this process, one commit shape at a time, alternating commit by commit
+    (which tree goes first alternates too), so both see the same moments of a noisy CPU."""
+    mods = [_load(tree, f"tree_{i}") for i, tree in enumerate(trees)]
+    print(f"A = {trees[0]}\nB = {trees[1]}\n")
+    print("| shape | measure | A µs/job | B µs/job | B / A (median of paired ratios) |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for shape in shapes:
+        steps = rounds * (1 if shape == "w1" else 100)
+        warmup = steps // 10
+        with tempfile.TemporaryDirectory() as tmp:
+            loads = [_Workload(j, m, shape, f"{tmp}/{i}") for i, (j, m) in enumerate(mods)]
+            times: list[list[tuple[float, float]]] = [[], []]
+            for r in range(warmup + steps):
+                order = (0, 1) if r % 2 == 0 else (1, 0)
+                for i in order:
+                    t = loads[i].step()
+                    if r >= warmup:
+                        times[i].append(t)
+            for load in loads:
+                load.j.close()
+        for k, key in enumerate(("prepare", "prepare+write+finish")):
+            a = [t[k] / 1000 for t in times[0]]
+            b = [t[k] / 1000 for t in times[1]]
+            ratios = sorted(y / x for x, y in zip(a, b))
+            q = len(ratios) // 4
+            print(f"| {shape} | {key} | {statistics.median(a):.2f} | {statistics.median(b):.2f} "
+                  f"| {statistics.median(ratios):.3f} [IQR {ratios[q]:.3f}-{ratios[-q - 1]:.3f}] |")
 
 
 def _program(seed: int) -> list[tuple]:
@@ -238,37 +282,12 @@ def _compare(trees: list[Path], programs: int, first_seed: int) -> int:
     return 0
 
 
-def _ab(trees: list[Path], rounds: int, shapes: list[str]) -> None:
-    here = Path(__file__).resolve()
-    res: dict[tuple[str, Path, str], list[float]] = {}
-    for r in range(rounds):
-        for tree in trees if r % 2 == 0 else trees[::-1]:
-            for shape in shapes:
-                out = subprocess.run(
-                    [sys.executable, str(here), "--shape", shape],
-                    capture_output=True, text=True, check=True, cwd=str(tree),
-                    env=dict(os.environ, PYTHONPATH=str(tree)))
-                for key, value in json.loads(out.stdout.splitlines()[-1]).items():
-                    res.setdefault((shape, tree, key), []).append(value)
-        print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
-    print(f"A = {trees[0]}\nB = {trees[1]}\n{rounds} interleaved rounds; µs per job, "
-          f"median [min-max] of the runs' medians\n")
-    print("| shape | measure | A | B | B / A |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for shape in shapes:
-        for key in ("prepare_us", "commit_us"):
-            a, b = res[(shape, trees[0], key)], res[(shape, trees[1], key)]
-            ma, mb = statistics.median(a), statistics.median(b)
-            print(f"| {shape} | {key} | {ma:.2f} [{min(a):.2f}-{max(a):.2f}] | "
-                  f"{mb:.2f} [{min(b):.2f}-{max(b):.2f}] | {mb / ma:.3f} |")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", choices=["w1", "w2"], default="w1")
     ap.add_argument("--commits", type=int, default=0)
     ap.add_argument("--ab", nargs=2, type=Path, metavar="TREE")
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=300, help="W1 commits per tree (W2: x100)")
     ap.add_argument("--shapes", default="w1,w2")
     ap.add_argument("--compare", nargs=2, type=Path, metavar="TREE")
     ap.add_argument("--programs", type=int, default=200)
@@ -283,9 +302,16 @@ def main() -> int:
     if args.ab:
         _ab([t.resolve() for t in args.ab], args.rounds, args.shapes.split(","))
         return 0
-    commits = args.commits or (150 if args.shape == "w1" else 3000)
-    warmup = 20 if args.shape == "w1" else 300
-    print(json.dumps(_run(args.shape, commits, warmup)))
+    import actorq._journal
+    import actorq._model
+
+    steps = args.commits or (300 if args.shape == "w1" else 5000)
+    with tempfile.TemporaryDirectory() as tmp:
+        load = _Workload(actorq._journal, actorq._model, args.shape, tmp)
+        times = [load.step() for _ in range(steps // 10 + steps)][steps // 10:]
+        load.j.close()
+    print(json.dumps({"prepare_us": statistics.median(t[0] for t in times) / 1000,
+                      "commit_us": statistics.median(t[1] for t in times) / 1000}))
     return 0
 
 
