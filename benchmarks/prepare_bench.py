@@ -11,6 +11,9 @@ Shapes (the journal in "os" mode, sync=False, in a temporary directory):
   Enqueued, interleaved as a queue round receives them, then the 100 Started of the fresh ones;
   retention on, as when a round finished jobs. Per job: one enqueue + start + success.
 - ``w2``: commits of one fused Enqueued + Started, then one of its Succeeded. Per job: both.
+- ``batch``: W1's ``enqueue_batch`` variant: commits of 100 Enqueued (a batch: one time object
+  for all), 100 Started of the previous commit's jobs (pending until then) and 100 Succeeded
+  of the jobs started before; retention on. Per job: the three, none fused.
 
 One tree: times ``--commits`` commits after a warm-up and prints the median µs per job.
 ``--ab``: both trees' journal modules in one process, commit by commit in turn (see
@@ -59,6 +62,7 @@ class _Workload:
         self.j = journal_mod.Journal(directory, sync=False, map_size=1 << 30)
         self.retention = {"w1": model.Retention(max_age=3600, max_count=1000)}
         self.running: list[str] = []
+        self.pending: list[str] = []
         self.n_id = 0x18000000_00000000
         self.i = 0
 
@@ -66,10 +70,14 @@ class _Workload:
         self.n_id += 1
         return f"{self.n_id:016x}{self.n_id * 2654435761 % (1 << 64):016x}"
 
-    def _record(self, job_id: str) -> Any:
+    def _record(self, job_id: str, at: float | None = None) -> Any:
+        """A job's record as ``Queue.enqueue`` builds it (at: its time object; None: its own,
+        as each producer's enqueue has)."""
         m = self.m
         self.i += 1
-        return m.JobRecord(job_id, "w1", m.JobState.PENDING, self.i, 2, 0, WALL, WALL)
+        if at is None:
+            at = WALL + self.i * 1e-6
+        return m.JobRecord(job_id, "w1", m.JobState.PENDING, self.i, 2, 0, at, at)
 
     def batches(self) -> tuple[int, list[tuple[list[Any], Any]]]:
         """The next commits, and how many jobs they stand for."""
@@ -82,6 +90,13 @@ class _Workload:
                        ([m.Succeeded(job_id, WALL, None)], self.retention)]
         fresh = [self._new_id() for _ in range(100)]
         events: list[Any] = []
+        if self.shape == "batch":
+            at = WALL + self.i * 1e-6
+            events = [m.Succeeded(job_id, WALL, None) for job_id in self.running]
+            events += [m.Started(job_id, WALL, 1, epoch) for job_id in self.pending]
+            events += [m.Enqueued(self._record(job_id, at)) for job_id in fresh]
+            self.running, self.pending = self.pending, fresh
+            return 100, [(events, self.retention)]
         for k, job_id in enumerate(fresh):
             if k < len(self.running):
                 events.append(m.Succeeded(self.running[k], WALL, None))
@@ -118,7 +133,7 @@ def _ab(trees: list[Path], rounds: int, shapes: list[str]) -> None:
     print("| shape | measure | A µs/job | B µs/job | B / A (median of paired ratios) |")
     print("| --- | --- | ---: | ---: | ---: |")
     for shape in shapes:
-        steps = rounds * (1 if shape == "w1" else 100)
+        steps = rounds * (100 if shape == "w2" else 1)
         warmup = steps // 10
         with tempfile.TemporaryDirectory() as tmp:
             loads = [_Workload(j, m, shape, f"{tmp}/{i}") for i, (j, m) in enumerate(mods)]
@@ -284,11 +299,11 @@ def _compare(trees: list[Path], programs: int, first_seed: int) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", choices=["w1", "w2"], default="w1")
+    ap.add_argument("--shape", choices=["w1", "w2", "batch"], default="w1")
     ap.add_argument("--commits", type=int, default=0)
     ap.add_argument("--ab", nargs=2, type=Path, metavar="TREE")
     ap.add_argument("--rounds", type=int, default=300, help="W1 commits per tree (W2: x100)")
-    ap.add_argument("--shapes", default="w1,w2")
+    ap.add_argument("--shapes", default="w1,w2,batch")
     ap.add_argument("--compare", nargs=2, type=Path, metavar="TREE")
     ap.add_argument("--programs", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
@@ -305,7 +320,7 @@ def main() -> int:
     import actorq._journal
     import actorq._model
 
-    steps = args.commits or (300 if args.shape == "w1" else 5000)
+    steps = args.commits or (5000 if args.shape == "w2" else 300)
     with tempfile.TemporaryDirectory() as tmp:
         load = _Workload(actorq._journal, actorq._model, args.shape, tmp)
         times = [load.step() for _ in range(steps // 10 + steps)][steps // 10:]
