@@ -346,3 +346,78 @@ def test_the_folds_build_the_records_attrs_would():
     assert new.state is JobState.RUNNING and new.log == (9,) and new.payload is rec.payload
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         new.state = JobState.PENDING  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------------
+# The bytes a journal holds: pinned, so that a faster write path cannot drift from them
+
+
+def _golden_program(journal_path, seed: int) -> bytes:
+    """A fixed program of commits (every event type, valid and refused, several transitions
+    of one job in one commit, three queues, retention, a reopen with a small cache), run on a
+    fresh journal: every key and value of every database after it, in order."""
+    import random
+
+    from actorq._journal import _DBS
+
+    rnd = random.Random(seed)
+    ids: list[str] = []
+    j = Journal(journal_path, sync=False)
+    t = 1_000.0
+    try:
+        for step in range(30):
+            if step == 15:
+                j.close()
+                j = Journal(journal_path, sync=False)
+                j.cache_max = 2
+            events = []
+            for _ in range(rnd.randint(1, 8)):
+                if rnd.random() < 0.5:  # a round shares its time object
+                    t += rnd.choice([0.5, 1.0, 7.0])
+                kind = rnd.randrange(12)
+                if kind < 4 or not ids:
+                    job_id = rnd.choice(ids) if ids and kind == 0 else f"j{len(ids)}"
+                    ids.append(job_id)
+                    delayed = rnd.random() < 0.2
+                    events.append(Enqueued(record(
+                        job_id, rnd.choice("qrs"), state=S.DELAYED if delayed else S.PENDING,
+                        payload=rnd.choice([None, 3, "s", [1], {"k": [None, 2.5]}]), at=t,
+                        ready_at=t + 5 if delayed else t, run_at=t + 5 if delayed else None,
+                        priority=rnd.choice([0, 2, -1]), max_attempts=rnd.choice([None, 2]),
+                        debounce_key=rnd.choice([None, "k"]), leading=rnd.random() < 0.2)))
+                    if rnd.random() < 0.5:
+                        events.append(Started(job_id, t, 1, j.epoch))
+                    continue
+                job_id = rnd.choice(ids[-10:])
+                events.append(rnd.choice([
+                    Started(job_id, t, rnd.randint(1, 2), j.epoch),
+                    Succeeded(job_id, t, rnd.choice([None, "r", {"r": [1]}])),
+                    Due(job_id, t), AttemptFailed(job_id, t, "E: x", rnd.choice([None, t + 3])),
+                    Failed(job_id, t, "E: y"), Cancelled(job_id, t, rnd.choice([None, "j0"])),
+                    Requeued(job_id, t), Interrupted(job_id, t, "JobInterrupted: z"),
+                ]))
+            retention = ({q: Retention(max_age=rnd.choice([5.0, 1e6]), max_count=2)
+                          for q in "qrs"} if rnd.random() < 0.3 else None)
+            j.commit(events, retention=retention, now=t)
+        out = []
+        with j.env.begin() as txn:
+            for name in _DBS:
+                out.append(name)
+                for key, value in txn.cursor(db=j.dbs[name.decode()]):
+                    out += [key, value]
+        return b"\x00".join(out)
+    finally:
+        j.close()
+
+
+def test_the_journal_bytes_are_the_pinned_ones(tmp_path):
+    """What a fixed program writes, hashed: the digest below was taken with the write path
+    before its optimisations (actorq 288dbdf). A change here is a change of the format (and
+    of FORMAT_VERSION), never of a faster write path."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for seed in range(8):
+        digest.update(_golden_program(tmp_path / f"j{seed}", seed))
+    assert digest.hexdigest() == (
+        "085a02924220df2f8b92da8d30bb5bc5e944cccb79d3a288bf2735e2bc84fe20")
