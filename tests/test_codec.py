@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import actorq
 from actorq._codec import (
     RECORD_FIELDS,
+    Encoder,
     decode_event,
     decode_record,
     encode_event,
@@ -209,6 +210,26 @@ def test_property_encoded_bytes_are_the_formats(event):
     assert encode_event(event) == _reference_event(event)
     if isinstance(event, Enqueued):
         assert encode_record(event.record) == _reference_record(event.record)
+
+
+_shared_times = st.sampled_from([1.0, 1, 0.0, -0.0, 0, 2.5, 1e300, 2**40, float(2**40)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.builds(Started, _text, _shared_times, st.sampled_from([1, True, 2, 2**63]),
+              st.sampled_from([0, False, 3, 2**40])),
+    st.builds(Succeeded, _text, _shared_times, st.none() | _json),
+), max_size=8), st.randoms(use_true_random=False))
+def test_sequences_of_events_encode_as_the_format(events, rnd):
+    """One Encoder (one msgpack Packer, reused) encodes a sequence of events, some holding the
+    very same objects as earlier ones (a round's events share their time and epoch), some equal
+    values of another type or sign, each as the format says: nothing carries over from one
+    event to the next."""
+    encoder = Encoder()
+    shared = [*events, *(rnd.choice(events) for _ in events)]  # the same objects again
+    for event in shared:
+        assert encoder.event(event) == _reference_event(event)
 
 
 # ---------------------------------------------------------------------------------------------
