@@ -184,7 +184,11 @@ class EnqueueOneMsg(Reply):
     __slots__ = ("record", "core", "given_id")
 
     def __init__(self, record: JobRecord, core: CoreJob, given_id: bool) -> None:
-        super().__init__()
+        # (Reply.__init__ inlined: one call less per enqueue)
+        self._done = False
+        self._task = None
+        self.value = None
+        self.error = None
         self.record = record
         self.core = core
         self.given_id = given_id

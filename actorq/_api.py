@@ -28,13 +28,14 @@ from ._actor import (
     QueueActor,
     QueueSpec,
 )
-from ._clock import from_wall, to_wall, wall_now
+from ._clock import from_wall, now_and_wall, to_wall, wall_now
 from ._codec import check_structures, normalize
 from ._core import UNASSIGNED_SEQ, CoreJob
 from ._debounce import resolve_key
 from ._errors import JobCancelled, JobFailed, UnknownJob
 from ._journal import Journal
 from ._model import (
+    PRIORITIES,
     Cancelled,
     Debounce,
     Hooks,
@@ -60,6 +61,8 @@ _current_runtime: contextvars.ContextVar[Runtime] = contextvars.ContextVar("acto
 DURABILITIES = ("fsync", "os")
 SHUTDOWN_GRACE = 10.0  # seconds the queues get to journal outcomes already reached
 _MAX_ID_BYTES = 200
+_DEFAULT_PRIORITY = "normal"
+_NORMAL = PRIORITIES[_DEFAULT_PRIORITY]
 
 
 class _RandomHex:
@@ -311,14 +314,15 @@ class Queue:
     def __repr__(self) -> str:
         return f"<actorq.Queue {self.name!r}>"
 
-    def _new_job(self, payload: Any, *, priority: Any, delay: Any, run_at: Any, job_id: Any,
+    def _new_job(self, payload: Any, priority: Any, delay: Any, run_at: Any, job_id: Any,
                  max_attempts: Any, timeout: Any, debounce_key: Any, now: float, wall: float
                  ) -> NewJob:
         spec = self._actor.spec
         stored = normalize(payload)
         if spec.payload_type is not None:
             check_structures(stored, spec.payload_type)
-        prio = parse_priority(priority)
+        # the default (the very object: no comparison with an arbitrary value) needs no parsing
+        prio = _NORMAL if priority is _DEFAULT_PRIORITY else parse_priority(priority)
         if delay is not None and run_at is not None:
             raise ValueError("delay and run_at cannot both be given")
         due: float | None = None
@@ -393,7 +397,7 @@ class Queue:
         self,
         payload: Any,
         *,
-        priority: int | str = "normal",
+        priority: int | str = _DEFAULT_PRIORITY,
         delay: float | None = None,
         run_at: _dt.datetime | None = None,
         job_id: str | None = None,
@@ -402,11 +406,9 @@ class Queue:
         debounce_key: str | None = None,
     ) -> str:
         """Record a job durably and return its id (an existing ``job_id`` adds nothing)."""
-        now = trio.current_time()
-        record, core, given = self._new_job(
-            payload, priority=priority, delay=delay, run_at=run_at, job_id=job_id,
-            max_attempts=max_attempts, timeout=timeout, debounce_key=debounce_key, now=now,
-            wall=to_wall(now))
+        now, wall = now_and_wall()
+        record, core, given = self._new_job(payload, priority, delay, run_at, job_id,
+                                            max_attempts, timeout, debounce_key, now, wall)
         msg = EnqueueOneMsg(record, core, given)
         self._actor.send(msg)
         job: str = await msg.get()
@@ -423,7 +425,7 @@ class Queue:
             raise TypeError(f"enqueue_batch() got unexpected options: {sorted(unknown)}")
         if isinstance(payloads, (str, bytes, dict)):
             raise TypeError(f"payloads must be an iterable of payloads (got {payloads!r})")
-        opts = {"priority": "normal", "delay": None, "run_at": None, "max_attempts": None,
+        opts = {"priority": _DEFAULT_PRIORITY, "delay": None, "run_at": None, "max_attempts": None,
                 "timeout": None, "debounce_key": None, **options}
         now = trio.current_time()
         wall = to_wall(now)

@@ -44,6 +44,17 @@ def to_wall(t: float) -> float:
     return t + (time.time() - clock.current_time())
 
 
+def now_and_wall() -> tuple[float, float]:
+    """trio's current time and the wall-clock time of that instant: ``(now, to_wall(now))``
+    with one read of each clock (per enqueue, where ``trio.current_time()`` and ``to_wall``
+    read trio's clock twice, each through two wrapper calls)."""
+    clock = _current_clock()
+    now = clock.current_time()
+    if isinstance(clock, _MockClock):
+        return now, _mock_wall(clock)
+    return now, time.time()
+
+
 def from_wall(w: float) -> float:
     """The trio time of wall-clock time ``w``."""
     return w - wall_offset()
