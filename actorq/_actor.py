@@ -58,6 +58,7 @@ from ._model import (
     Started,
     Succeeded,
     Throttle,
+    _builder,
     format_error,
 )
 from ._supervisor import CrashLog, find_supervisor_error, log
@@ -84,6 +85,25 @@ class QueueSpec:
     hooks: Hooks = Hooks()
     payload_type: type | None = None
     retention: Retention = Retention()
+
+
+# ---------------------------------------------------------------------------------------------
+# Values built per job
+
+
+def _fast_constructor(cls: type) -> Callable[..., Any]:
+    """A positional constructor of the frozen attrs class ``cls``, equivalent to ``cls(...)``
+    without attrs' ``object.__setattr__`` per field (see ``_model._builder``): for the events
+    and the Job built per job."""
+    draft = type(f"_{cls.__name__}Draft", (cls,), {
+        "__slots__": (), "__setattr__": object.__setattr__, "__delattr__": object.__delattr__})
+    return _builder(cls, draft)
+
+
+_started = _fast_constructor(Started)  # (id, at, attempt, epoch)
+_succeeded = _fast_constructor(Succeeded)  # (id, at, result)
+_enqueued = _fast_constructor(Enqueued)  # (record)
+_job = _fast_constructor(Job)  # (id, queue, payload, attempt, priority)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -699,7 +719,7 @@ class QueueActor:
         starting = () if self.stopping else self.core.take_startable(now)
         first_start = len(events)  # their Started events follow, in order
         for job in starting:
-            events.append(Started(job.id, wall, job.attempts, epoch))
+            events.append(_started(job.id, wall, job.attempts, epoch))
             if self.debouncer is not None and job.key is not None:
                 self.debouncer.started(job.key, job.id)
         if self.debouncer is not None:
@@ -849,7 +869,7 @@ class QueueActor:
         if self.debouncer is not None:
             record, superseded = self._debounce(record, job, now, wall)
         rnd.enqueued.append(len(rnd.events))  # once journaled: forgotten, or given its seq
-        rnd.events.append(Enqueued(record))
+        rnd.events.append(_enqueued(record))
         self._add(rnd, record, job, now, wall)
         if superseded is not None:
             self._supersede(rnd, superseded, job_id, wall)
@@ -896,9 +916,9 @@ class QueueActor:
             self.core.succeeded(msg.job_id)
             rnd.finished = True
             if msg.reply is _NO_REPLY:  # the worker does not wait for the outcome
-                rnd.events.append(Succeeded(msg.job_id, wall, msg.result))
+                rnd.events.append(_succeeded(msg.job_id, wall, msg.result))
             else:
-                rnd.add(Succeeded(msg.job_id, wall, msg.result),
+                rnd.add(_succeeded(msg.job_id, wall, msg.result),
                         lambda rec: msg.reply.set(rec and ("completed", rec)))
             for reply in cancels:  # it finished before the cancel could stop it
                 rnd.after.append(partial(reply.set, False))
@@ -992,7 +1012,7 @@ class QueueActor:
         payload = rec.payload
         if self.spec.payload_type is not None:
             payload = structure(payload, self.spec.payload_type)
-        return Job(rec.id, rec.queue, payload, rec.attempts, rec.priority)
+        return _job(rec.id, rec.queue, payload, rec.attempts, rec.priority)
 
     def _spawn_hook(self, fn: Callable[..., Any] | None, rec: JobRecord, *args: Any) -> None:
         if fn is not None:
