@@ -146,9 +146,12 @@ class QueueCore:
         if job is None or job.seq == seq:
             return
         job.seq = seq
-        if job_id in self._ready:
+        # Re-ranked where it waits in a heap (``where`` says which: a running job, the usual
+        # case, is in none; a "ready" one may be parked instead).
+        where = job.where
+        if where == "ready" and job_id in self._ready:
             self._ready.push(job_id, job.rank)
-        elif job_id in self._delayed:
+        elif where == "delayed":
             assert job.due is not None
             self._delayed.push(job_id, (job.due, seq))
 

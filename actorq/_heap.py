@@ -37,10 +37,12 @@ class KeyedHeap:
 
     def push(self, job_id: str, key: tuple[Any, ...]) -> None:
         """Add ``job_id`` under ``key``, replacing any live entry it had."""
-        self._counter += 1
-        self._live[job_id] = self._counter
-        heapq.heappush(self._heap, key + (self._counter, job_id))
-        self._maybe_prune()
+        self._counter = counter = self._counter + 1
+        self._live[job_id] = counter
+        heap = self._heap
+        heapq.heappush(heap, key + (counter, job_id))
+        if len(heap) > 2 * len(self._live) + 64:  # (the test of _maybe_prune, inlined)
+            self._maybe_prune()
 
     def remove(self, job_id: str) -> bool:
         """Forget ``job_id``; True where it was in the heap."""
