@@ -1197,7 +1197,7 @@ class QueueActor:
                             abandon_on_cancel=True, limiter=self.limiter)
                     else:
                         value = await spec.handler(job)
-                    result = normalize(value, "handler result")
+                    result = None if value is None else normalize(value, "handler result")
                 except Exception as exc:
                     kind, error = "error", exc
             finally:
@@ -1205,7 +1205,11 @@ class QueueActor:
                 if timeout is not None:
                     scope.deadline = math.inf
             slot.job = None
-        if job is not None and scope.cancel_called:  # too late to stop the handler:
+        # Cancelled meanwhile, too late to stop the handler? Only a cancel asked for (it is in
+        # _cancel_requested until this attempt's outcome is handled) or the attempt's deadline
+        # cancel this scope: ask it (its cancel_called reads the clock) only then.
+        if (job is not None and (timeout is not None or self._cancel_requested)
+                and scope.cancel_called):
             slot.done = (rec, job, generation, kind, result, error, value, thread_returned)
             return True  # ... report it outside the scope
         # (_attempt_done inlined: no coroutine per job where no hook waits for the outcome)
