@@ -573,6 +573,45 @@ def test_a_worker_runs_on_after_a_timeout_and_a_cancel_with_hooks_intact(journal
                       ("cancel", "cancelled"), ("ok", "c", "c")]
 
 
+def test_a_cancel_too_late_to_stop_a_handler_without_timeout_lets_its_hook_run(journal_path):
+    """No timeout: the cancel reaches the worker's scope while the handler waits shielded, and
+    the handler returns without a checkpoint. The job completes, the cancel answers False, and
+    on_success runs whole (outside the used-up scope), as with a timeout (test above)."""
+    events = []
+    held = {}
+
+    async def handler(job):
+        async def cancel():
+            held["answer"] = await held["queue"].cancel(job.id)
+
+        held["cancel"].start_soon(cancel)
+        with trio.CancelScope(shield=True):
+            await trio.sleep(1)  # the actor handles the cancel meanwhile
+        assert job.id in held["queue"]._actor._cancel_requested
+        return "done anyway"
+
+    async def on_success(job, result):
+        await trio.sleep(1)
+        events.append(("ok", job.payload, result))
+
+    async def main():
+        async with actorq.open_runtime(journal_path, durability="os") as rt:
+            queue = held["queue"] = await actorq.spawn_queue(
+                "q", handler, hooks=actorq.Hooks(on_success=on_success))
+            async with trio.open_nursery() as nursery:
+                held["cancel"] = nursery
+                job = await queue.enqueue("late")
+                assert await queue.wait(job) == "done anyway"
+            assert held["answer"] is False
+            await queue.join()
+            await trio.sleep(2)
+            assert (await queue.status(job)).state is JobState.COMPLETED
+            assert rt.queues["q"].crashes.restarts == {}
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert events == [("ok", "late", "done anyway")]
+
+
 def test_a_start_the_journal_refuses_is_forgotten_and_the_next_job_starts(journal_path,
                                                                            monkeypatch):
     """A job can end in the journal between the round that picked it to start and that round's
