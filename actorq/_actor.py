@@ -17,7 +17,7 @@ import collections
 import inspect
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -359,15 +359,18 @@ class _Inbox:
     """The queue actor's messages, first in first out, for its one receiver: what a trio
     memory channel was, without its wrappers per send and the WouldBlock raised per round."""
 
-    __slots__ = ("msgs", "closed", "_task")
+    __slots__ = ("msgs", "closed", "_task", "_stopped_error")
 
-    def __init__(self) -> None:
+    def __init__(self, stopped_error: Callable[[], Exception]) -> None:
         self.msgs: collections.deque[Any] = collections.deque()
         self.closed = False
         self._task: trio.lowlevel.Task | None = None  # the receiver, parked in wait()
+        self._stopped_error = stopped_error  # what send() raises once closed (a fresh one)
 
     @trio.lowlevel.enable_ki_protection
     def send(self, msg: Any) -> None:
+        if self.closed:
+            raise self._stopped_error()
         self.msgs.append(msg)
         task = self._task
         if task is not None:
@@ -404,11 +407,17 @@ class _Dispatch:
         self.idle: collections.deque[trio.lowlevel.Task] = collections.deque()  # parked workers
 
     @trio.lowlevel.enable_ki_protection
-    def send(self, rec: JobRecord) -> None:
-        if self.idle:
-            trio.lowlevel.reschedule(self.idle.popleft(), outcome.Value(rec))
-        else:
-            self.records.append(rec)
+    def send_all(self, records: Iterable[JobRecord | None]) -> None:
+        """Hand out a round's started jobs, in order (None, a start the journal refused, is
+        skipped): one call per round, not per job."""
+        idle, queued = self.idle, self.records
+        for rec in records:
+            if rec is None:
+                continue
+            if idle:
+                trio.lowlevel.reschedule(idle.popleft(), outcome.Value(rec))
+            else:
+                queued.append(rec)
 
 
 def core_job(rec: JobRecord | LiveEntry, offset: float | None = None) -> CoreJob:
@@ -441,7 +450,10 @@ class QueueActor:
         self.runtime = runtime
         self.spec = spec
         self.name = spec.name
-        self._inbox = _Inbox()
+        self._inbox = _Inbox(self._stopped_error)
+        #: ``send(msg)``: a message to the queue actor; raises once the queue has stopped. The
+        #: inbox's own method (no call of ours in between: it runs per enqueue and per outcome).
+        self.send: Callable[[Any], None] = self._inbox.send
         self._gave_up: SupervisorError | None = None  # what stopped the queue, if it escalated
         self.crashes = CrashLog(f"queue {spec.name!r}", spec.restart)
         self.rng = rng
@@ -500,12 +512,6 @@ class QueueActor:
 
     def _crashed(self, actor: str, exc: BaseException) -> None:
         self.crashes.record(actor, exc, trio.current_time(), wall_now())
-
-    def send(self, msg: Any) -> None:
-        inbox = self._inbox
-        if inbox.closed:
-            raise self._stopped_error()
-        inbox.send(msg)
 
     def _stopped_error(self) -> Exception:
         """What a request to this stopped queue raises (a fresh one per request): the
@@ -743,18 +749,16 @@ class QueueActor:
             events.clear()
             for index, callback in rnd.on_record:
                 callback(records[index])
-            dispatch = self._dispatch.send
-            for index, job in enumerate(starting, first_start):
-                rec = records[index]
+            started = records[first_start:first_start + len(starting)]  # of ``starting``
+            for job, rec in zip(starting, started):
                 if rec is None:  # refused: another writer ended the job meanwhile
                     core.forget(job.id)
                     self.send(_KICK)
-                else:
-                    dispatch(rec)
+            self._dispatch.send_all(started)
         elif rnd.finished:
             await self.runtime.writer.commit([], {self.name: self.spec.retention})
-        for reply in rnd.answered:
-            reply.set(reply.value)
+        for reply in rnd.answered:  # (their value is in place: set() without its call)
+            reply._wake()
         for callback in rnd.after:
             callback()
         if self.core.rebalance_wanted():
@@ -1136,7 +1140,7 @@ class QueueActor:
         task = trio.lowlevel.current_task()
 
         def abort(_: Any) -> trio.lowlevel.Abort:
-            if task in idle:  # (it always is: Dispatch.send is KI-protected)
+            if task in idle:  # (it always is: _Dispatch.send_all is KI-protected)
                 idle.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
@@ -1148,7 +1152,7 @@ class QueueActor:
                 await trio.lowlevel.checkpoint_if_cancelled()
                 rec = records.popleft()
             else:
-                idle.append(task)  # parked until _Dispatch.send hands it a job
+                idle.append(task)  # parked until _Dispatch.send_all hands it a job
                 rec = await trio.lowlevel.wait_task_rescheduled(abort)
             slot.current = rec
             if self.injected_crashes:
