@@ -28,9 +28,11 @@ One tree: times ``--commits`` commits after a warm-up and prints the median µs 
 
 ``--compare`` checks that two trees write the same journal: it runs the same random programs of
 transitions (every event type, valid and refused ones, several transitions of one job in one
-commit, several queues, retention, small caches and reopens) through each tree, in a fresh
-interpreter per tree, and compares every key and value of every LMDB database after each
-commit, and the records each commit returned.
+commit, several queues, retention, small caches and reopens; bursts of jobs that finish in
+one commit, in an order unlike their ids', so that retention often removes many at once)
+through each tree, in a fresh interpreter per tree, and compares every key and value of every
+LMDB database after each commit, the records each commit returned, and how many jobs
+retention removed (the count is printed: a run should show many).
 """
 
 from __future__ import annotations
@@ -229,6 +231,21 @@ def _program(seed: int) -> list[tuple]:
             out.append(("reopen", rnd.choice([None, 0, 1, 3])))
             continue
         events = []
+        if rnd.random() < 0.15:  # a burst: jobs that finish in this commit, in shuffled order
+            burst = [f"{rnd.getrandbits(32):08x}{len(ids) + k:04x}" for k in range(
+                rnd.randint(5, 60))]
+            ids += burst
+            for job_id in burst:
+                events.append(("enq", dict(
+                    id=job_id, queue=rnd.choice(queues), delayed=False, due=t, payload=None,
+                    priority=0, created_at=t, max_attempts=None, timeout=None, key=None,
+                    first=None, leading=False)))
+                events.append(("start", (job_id, t, 1, 1)))
+            rnd.shuffle(burst)
+            for job_id in burst:
+                t += rnd.choice([0.0, 0.5, 2.0])
+                kind = rnd.choice(["ok", "ok", "fail", "cancel"])
+                events.append((kind, (job_id, t, "E: b" if kind == "fail" else None)))
         for _ in range(rnd.randint(1, 12)):
             t += rnd.choice([0.0, 0.5, 1.0, 7.0])
             kind = rnd.choice(["enq"] * 4 + ["start"] * 3 + ["ok"] * 2 + [
@@ -265,7 +282,7 @@ def _program(seed: int) -> list[tuple]:
             events.append((kind, args))
         retention = None
         if rnd.random() < 0.3:
-            retention = {q: (rnd.choice([1.0, 50.0, 1e6]), rnd.choice([0, 2, 5, 100]))
+            retention = {q: (rnd.choice([1.0, 50.0, 1e6]), rnd.choice([0, 2, 5, 20, 100]))
                          for q in queues if rnd.random() < 0.7}
         out.append(("commit", events, retention, t))
     return out
@@ -309,14 +326,28 @@ def _replay(seeds: list[int]) -> list:
             return [[name.decode(), [[k.hex(), v.hex()] for k, v in txn.cursor(
                 db=j.dbs[name.decode()])]] for name in _DBS]
 
-    out = []
+    def counting(j: Journal) -> Journal:
+        """``j``, its ``_trim`` counting into ``trims`` (trims that removed jobs, jobs removed)."""
+        trim = j._trim
+
+        def counted(*args: Any) -> int:
+            removed = trim(*args)
+            trims[0] += removed > 0
+            trims[1] += removed
+            return removed
+
+        j._trim = counted  # type: ignore[method-assign]
+        return j
+
+    out: list = []
+    trims = [0, 0]
     for seed in seeds:
         with tempfile.TemporaryDirectory() as tmp:
-            j = Journal(tmp, sync=False)
+            j = counting(Journal(tmp, sync=False))
             for step in _program(seed):
                 if step[0] == "reopen":
                     j.close()
-                    j = Journal(tmp, sync=False)
+                    j = counting(Journal(tmp, sync=False))
                     if step[1] is not None:
                         j.cache_max = step[1]
                     continue
@@ -327,7 +358,7 @@ def _replay(seeds: list[int]) -> list:
                 results = j.commit([event(k, a) for k, a in events], retention=ret, now=now)
                 out.append([repr(results), dump(j)])
             j.close()
-    return out
+    return [trims, out]
 
 
 def _compare(trees: list[Path], programs: int, first_seed: int) -> int:
@@ -339,7 +370,7 @@ def _compare(trees: list[Path], programs: int, first_seed: int) -> int:
             [sys.executable, str(here), "--replay", json.dumps(seeds)], capture_output=True,
             text=True, check=True, cwd=str(tree), env=dict(os.environ, PYTHONPATH=str(tree)))
         dumps.append(json.loads(proc.stdout))
-    a, b = dumps
+    (trims, a), (trims_b, b) = dumps
     commits = len(a)
     items = sum(len(run) for _results, dbs in a for _name, run in dbs)
     if a != b:
@@ -349,8 +380,13 @@ def _compare(trees: list[Path], programs: int, first_seed: int) -> int:
                 return 1
         print(f"DIFFERENT: {len(a)} vs {len(b)} commits")
         return 1
+    if trims != trims_b:
+        print(f"DIFFERENT: retention removed {trims[1]} jobs in {trims[0]} trims, "
+              f"vs {trims_b[1]} in {trims_b[0]}")
+        return 1
     print(f"same: {programs} programs, {commits} commits, {items} database items compared "
-          f"(after every commit), and every commit's returned records")
+          f"(after every commit), and every commit's returned records; retention removed "
+          f"{trims[1]} jobs in {trims[0]} trims")
     return 0
 
 
