@@ -14,6 +14,13 @@ Shapes (the journal in "os" mode, sync=False, in a temporary directory):
 - ``batch``: W1's ``enqueue_batch`` variant: commits of 100 Enqueued (a batch: one time object
   for all), 100 Started of the previous commit's jobs (pending until then) and 100 Succeeded
   of the jobs started before; retention on. Per job: the three, none fused.
+- ``trim``: retention at steady state. The journal first holds ``--keep`` finished jobs of the
+  queue (written without retention, before timing); then commits of 100 Succeeded (of the jobs
+  the previous commit started), each followed by one fresh job's fused Enqueued + Started, with
+  the queue's ``Retention(max_count=keep)``: each commit trims the 100 oldest finished jobs
+  (their record, ``states``, ``done`` and three ``log`` entries). Per job: one enqueue + start
+  + success, and one trimmed job. ``--ab`` also reports ``_trim``'s own time (timed inside
+  ``write``) per trimmed job, and its share of prepare + write + finish.
 
 One tree: times ``--commits`` commits after a warm-up and prints the median µs per job.
 ``--ab``: both trees' journal modules in one process, commit by commit in turn (see
@@ -21,9 +28,11 @@ One tree: times ``--commits`` commits after a warm-up and prints the median µs 
 
 ``--compare`` checks that two trees write the same journal: it runs the same random programs of
 transitions (every event type, valid and refused ones, several transitions of one job in one
-commit, several queues, retention, small caches and reopens) through each tree, in a fresh
-interpreter per tree, and compares every key and value of every LMDB database after each
-commit, and the records each commit returned.
+commit, several queues, retention, small caches and reopens; bursts of jobs that finish in
+one commit, in an order unlike their ids', so that retention often removes many at once)
+through each tree, in a fresh interpreter per tree, and compares every key and value of every
+LMDB database after each commit, the records each commit returned, and how many jobs
+retention removed (the count is printed: a run should show many).
 """
 
 from __future__ import annotations
@@ -56,7 +65,8 @@ def _load(tree: Path, name: str) -> Any:
 class _Workload:
     """One tree's journal, fed commits of one shape (see the module's docstring)."""
 
-    def __init__(self, journal_mod: Any, model: Any, shape: str, directory: str) -> None:
+    def __init__(self, journal_mod: Any, model: Any, shape: str, directory: str,
+                 keep: int = 1000) -> None:
         self.m = model
         self.shape = shape
         self.j = journal_mod.Journal(directory, sync=False, map_size=1 << 30)
@@ -65,6 +75,32 @@ class _Workload:
         self.pending: list[str] = []
         self.n_id = 0x18000000_00000000
         self.i = 0
+        self.trim_ns = 0  # time spent in Journal._trim (trim shape)
+        self.trimmed = 0  # jobs it removed
+        if shape == "trim":
+            self.retention = {"w1": model.Retention(max_age=3600, max_count=keep)}
+            self._fill(keep)
+            trim = self.j._trim
+            clock = time.perf_counter_ns
+
+            def timed_trim(*args: Any) -> int:
+                t0 = clock()
+                removed = trim(*args)
+                self.trim_ns += clock() - t0
+                self.trimmed += removed
+                return removed  # type: ignore[no-any-return]
+
+            self.j._trim = timed_trim
+
+    def _fill(self, n: int) -> None:
+        """Commit ``n`` finished jobs (1,000 per commit, each enqueued, started, succeeded)."""
+        m = self.m
+        epoch = self.j.epoch
+        for start in range(0, n, 1000):
+            ids = [self._new_id() for _ in range(min(1000, n - start))]
+            self.j.commit([m.Enqueued(self._record(job_id)) for job_id in ids])
+            self.j.commit([m.Started(job_id, WALL, 1, epoch) for job_id in ids])
+            self.j.commit([m.Succeeded(job_id, WALL, None) for job_id in ids])
 
     def _new_id(self) -> str:
         self.n_id += 1
@@ -90,6 +126,13 @@ class _Workload:
                        ([m.Succeeded(job_id, WALL, None)], self.retention)]
         fresh = [self._new_id() for _ in range(100)]
         events: list[Any] = []
+        if self.shape == "trim":
+            for k, job_id in enumerate(fresh):
+                if k < len(self.running):
+                    events.append(m.Succeeded(self.running[k], WALL, None))
+                events += [m.Enqueued(self._record(job_id)), m.Started(job_id, WALL, 1, epoch)]
+            self.running = fresh
+            return 100, [(events, self.retention)]
         if self.shape == "batch":
             at = WALL + self.i * 1e-6
             events = [m.Succeeded(job_id, WALL, None) for job_id in self.running]
@@ -105,11 +148,13 @@ class _Workload:
         self.running = fresh
         return 100, [(events, self.retention)]
 
-    def step(self) -> tuple[float, float]:
-        """One shape's commits: ns per job in prepare, and in prepare + write + finish."""
+    def step(self) -> tuple[float, float, float, int]:
+        """One shape's commits: ns per job in prepare, and in prepare + write + finish; ns in
+        ``_trim`` and the jobs it removed (trim shape; else 0)."""
         clock = time.perf_counter_ns
         jobs, batches = self.batches()
         t_prep = t_all = 0
+        trim_ns, trimmed = self.trim_ns, self.trimmed
         for events, retention in batches:
             t0 = clock()
             plan = self.j.prepare(events, retention=retention, now=WALL)
@@ -119,13 +164,13 @@ class _Workload:
             t2 = clock()
             t_prep += t1 - t0
             t_all += t2 - t0
-        return t_prep / jobs, t_all / jobs
+        return t_prep / jobs, t_all / jobs, self.trim_ns - trim_ns, self.trimmed - trimmed
 
 
 WALL = 1.7e9
 
 
-def _ab(trees: list[Path], rounds: int, shapes: list[str]) -> None:
+def _ab(trees: list[Path], rounds: int, shapes: list[str], keep: int) -> None:
     """Both trees in this process, one commit shape at a time, alternating commit by commit
     (which tree goes first alternates too), so both see the same moments of a noisy CPU."""
     mods = [_load(tree, f"tree_{i}") for i, tree in enumerate(trees)]
@@ -136,8 +181,9 @@ def _ab(trees: list[Path], rounds: int, shapes: list[str]) -> None:
         steps = rounds * (100 if shape == "w2" else 1)
         warmup = steps // 10
         with tempfile.TemporaryDirectory() as tmp:
-            loads = [_Workload(j, m, shape, f"{tmp}/{i}") for i, (j, m) in enumerate(mods)]
-            times: list[list[tuple[float, float]]] = [[], []]
+            loads = [_Workload(j, m, shape, f"{tmp}/{i}", keep)
+                     for i, (j, m) in enumerate(mods)]
+            times: list[list[tuple[float, float, float, int]]] = [[], []]
             for r in range(warmup + steps):
                 order = (0, 1) if r % 2 == 0 else (1, 0)
                 for i in order:
@@ -153,6 +199,19 @@ def _ab(trees: list[Path], rounds: int, shapes: list[str]) -> None:
             q = len(ratios) // 4
             print(f"| {shape} | {key} | {statistics.median(a):.2f} | {statistics.median(b):.2f} "
                   f"| {statistics.median(ratios):.3f} [IQR {ratios[q]:.3f}-{ratios[-q - 1]:.3f}] |")
+        if shape == "trim":
+            assert all(t[3] == 100 for ts in times for t in ts[1:]), "each commit trims 100"
+            a = [t[2] / t[3] / 1000 for t in times[0] if t[3]]
+            b = [t[2] / t[3] / 1000 for t in times[1] if t[3]]
+            ratios = sorted(y / x for x, y in zip(a, b))
+            q = len(ratios) // 4
+            print(f"| {shape} | _trim per trimmed job | {statistics.median(a):.2f} "
+                  f"| {statistics.median(b):.2f} | {statistics.median(ratios):.3f} "
+                  f"[IQR {ratios[q]:.3f}-{ratios[-q - 1]:.3f}] |")
+            # _trim's share of the commit: its ns over prepare + write + finish's (per 100 jobs)
+            share = [[t[2] / (t[1] * 100) for t in ts if t[3]] for ts in times]
+            print(f"| {shape} | _trim's share of prepare+write+finish "
+                  f"| {statistics.median(share[0]):.1%} | {statistics.median(share[1]):.1%} | |")
 
 
 def _program(seed: int) -> list[tuple]:
@@ -172,6 +231,21 @@ def _program(seed: int) -> list[tuple]:
             out.append(("reopen", rnd.choice([None, 0, 1, 3])))
             continue
         events = []
+        if rnd.random() < 0.15:  # a burst: jobs that finish in this commit, in shuffled order
+            burst = [f"{rnd.getrandbits(32):08x}{len(ids) + k:04x}" for k in range(
+                rnd.randint(5, 60))]
+            ids += burst
+            for job_id in burst:
+                events.append(("enq", dict(
+                    id=job_id, queue=rnd.choice(queues), delayed=False, due=t, payload=None,
+                    priority=0, created_at=t, max_attempts=None, timeout=None, key=None,
+                    first=None, leading=False)))
+                events.append(("start", (job_id, t, 1, 1)))
+            rnd.shuffle(burst)
+            for job_id in burst:
+                t += rnd.choice([0.0, 0.5, 2.0])
+                kind = rnd.choice(["ok", "ok", "fail", "cancel"])
+                events.append((kind, (job_id, t, "E: b" if kind == "fail" else None)))
         for _ in range(rnd.randint(1, 12)):
             t += rnd.choice([0.0, 0.5, 1.0, 7.0])
             kind = rnd.choice(["enq"] * 4 + ["start"] * 3 + ["ok"] * 2 + [
@@ -208,7 +282,7 @@ def _program(seed: int) -> list[tuple]:
             events.append((kind, args))
         retention = None
         if rnd.random() < 0.3:
-            retention = {q: (rnd.choice([1.0, 50.0, 1e6]), rnd.choice([0, 2, 5, 100]))
+            retention = {q: (rnd.choice([1.0, 50.0, 1e6]), rnd.choice([0, 2, 5, 20, 100]))
                          for q in queues if rnd.random() < 0.7}
         out.append(("commit", events, retention, t))
     return out
@@ -252,14 +326,28 @@ def _replay(seeds: list[int]) -> list:
             return [[name.decode(), [[k.hex(), v.hex()] for k, v in txn.cursor(
                 db=j.dbs[name.decode()])]] for name in _DBS]
 
-    out = []
+    def counting(j: Journal) -> Journal:
+        """``j``, its ``_trim`` counting into ``trims`` (trims that removed jobs, jobs removed)."""
+        trim = j._trim
+
+        def counted(*args: Any) -> int:
+            removed = trim(*args)
+            trims[0] += removed > 0
+            trims[1] += removed
+            return removed
+
+        j._trim = counted  # type: ignore[method-assign]
+        return j
+
+    out: list = []
+    trims = [0, 0]
     for seed in seeds:
         with tempfile.TemporaryDirectory() as tmp:
-            j = Journal(tmp, sync=False)
+            j = counting(Journal(tmp, sync=False))
             for step in _program(seed):
                 if step[0] == "reopen":
                     j.close()
-                    j = Journal(tmp, sync=False)
+                    j = counting(Journal(tmp, sync=False))
                     if step[1] is not None:
                         j.cache_max = step[1]
                     continue
@@ -270,7 +358,7 @@ def _replay(seeds: list[int]) -> list:
                 results = j.commit([event(k, a) for k, a in events], retention=ret, now=now)
                 out.append([repr(results), dump(j)])
             j.close()
-    return out
+    return [trims, out]
 
 
 def _compare(trees: list[Path], programs: int, first_seed: int) -> int:
@@ -282,7 +370,7 @@ def _compare(trees: list[Path], programs: int, first_seed: int) -> int:
             [sys.executable, str(here), "--replay", json.dumps(seeds)], capture_output=True,
             text=True, check=True, cwd=str(tree), env=dict(os.environ, PYTHONPATH=str(tree)))
         dumps.append(json.loads(proc.stdout))
-    a, b = dumps
+    (trims, a), (trims_b, b) = dumps
     commits = len(a)
     items = sum(len(run) for _results, dbs in a for _name, run in dbs)
     if a != b:
@@ -292,14 +380,21 @@ def _compare(trees: list[Path], programs: int, first_seed: int) -> int:
                 return 1
         print(f"DIFFERENT: {len(a)} vs {len(b)} commits")
         return 1
+    if trims != trims_b:
+        print(f"DIFFERENT: retention removed {trims[1]} jobs in {trims[0]} trims, "
+              f"vs {trims_b[1]} in {trims_b[0]}")
+        return 1
     print(f"same: {programs} programs, {commits} commits, {items} database items compared "
-          f"(after every commit), and every commit's returned records")
+          f"(after every commit), and every commit's returned records; retention removed "
+          f"{trims[1]} jobs in {trims[0]} trims")
     return 0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", choices=["w1", "w2", "batch"], default="w1")
+    ap.add_argument("--shape", choices=["w1", "w2", "batch", "trim"], default="w1")
+    ap.add_argument("--keep", type=int, default=1000,
+                    help="trim shape: the finished jobs the queue keeps (Retention.max_count)")
     ap.add_argument("--commits", type=int, default=0)
     ap.add_argument("--ab", nargs=2, type=Path, metavar="TREE")
     ap.add_argument("--rounds", type=int, default=300, help="W1 commits per tree (W2: x100)")
@@ -315,14 +410,14 @@ def main() -> int:
     if args.compare:
         return _compare([t.resolve() for t in args.compare], args.programs, args.seed)
     if args.ab:
-        _ab([t.resolve() for t in args.ab], args.rounds, args.shapes.split(","))
+        _ab([t.resolve() for t in args.ab], args.rounds, args.shapes.split(","), args.keep)
         return 0
     import actorq._journal
     import actorq._model
 
     steps = args.commits or (5000 if args.shape == "w2" else 300)
     with tempfile.TemporaryDirectory() as tmp:
-        load = _Workload(actorq._journal, actorq._model, args.shape, tmp)
+        load = _Workload(actorq._journal, actorq._model, args.shape, tmp, args.keep)
         times = [load.step() for _ in range(steps // 10 + steps)][steps // 10:]
         load.j.close()
     print(json.dumps({"prepare_us": statistics.median(t[0] for t in times) / 1000,

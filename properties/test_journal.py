@@ -5,8 +5,10 @@ The model mirrors the pure ``apply_event``, which decides whether a transition i
 checked on its own first, against a reference written with ``attrs.evolve`` from the transitions
 ``_model.py`` documents). What the state machine checks is the persistence around it: one
 transaction per commit, sequence numbers, the record table, the state index (``live``,
-``live_entries``, ``list``, ``running``), the counts, the log, boot epochs and the marking of
-interrupted attempts at open. A commit aborted by a ``before_commit`` hook leaves nothing behind,
+``live_entries``, ``list``, ``running``), the counts, the log, the ``done`` index
+(``finished_since``), retention (which finished jobs a commit's policies remove, with their
+index and log entries), boot epochs and the marking of interrupted attempts at open. A commit
+aborted by a ``before_commit`` hook leaves nothing behind,
 in this process or after a reopen.
 """
 
@@ -40,6 +42,7 @@ from actorq._model import (
     JobRecord,
     JobState,
     Requeued,
+    Retention,
     Started,
     Succeeded,
     apply_event,
@@ -295,6 +298,41 @@ class JournalMachine(RuleBasedStateMachine):
         assert results == expected, f"commit({events}) returned {results}, expected {expected}"
         self.accept(records, applied)
 
+    @rule(specs=BATCHES, dt=st.sampled_from([0.0, 1.0, 10.0]),
+          queues=st.sets(st.sampled_from(QUEUES), min_size=1),
+          max_age=st.sampled_from([5.0, 15.0, 1e6]), max_count=st.integers(0, 3))
+    def commit_with_retention(self, specs: list[tuple], dt: float, queues: set[str],
+                              max_age: float, max_count: int) -> None:
+        """A commit that also trims ``queues`` (as a round that finished jobs does)."""
+        self.now += dt
+        events = self.build(specs)
+        records, applied, expected = self.fold(events)
+        policy = Retention(max_age=max_age, max_count=max_count)
+        results = self.journal.commit(events, retention=dict.fromkeys(queues, policy),
+                                      now=self.now)
+        assert results == expected, f"commit({events}) returned {results}, expected {expected}"
+        self.accept(records, applied)
+        for queue in sorted(queues):
+            self.trim(queue, policy)
+
+    def trim(self, queue: str, policy: Retention) -> None:
+        """The model's retention: ``queue``'s finished jobs in the order they finished (their
+        last transition) leave, the oldest first, while more than ``max_count`` remain or they
+        finished before ``now - max_age``; the first one that is neither stays, and so do all
+        after it. A job leaves with its log entries."""
+        finished = sorted((r for r in self.records.values()
+                           if r.queue == queue and r.state not in LIVE_STATES),
+                          key=lambda r: r.log[-1])
+        excess = len(finished) - policy.max_count
+        cutoff = self.now - policy.max_age
+        gone: set[int] = set()
+        for i, rec in enumerate(finished):
+            if i >= excess and (rec.finished_at or 0.0) >= cutoff:
+                break
+            del self.records[rec.id]
+            gone.update(rec.log)
+        self.log = [(seq, ev) for seq, ev in self.log if seq not in gone]
+
     def _failing_commit(self, specs: list[tuple]) -> None:
         events = self.build(specs)
 
@@ -349,6 +387,9 @@ class JournalMachine(RuleBasedStateMachine):
         self.journal.close()
         self.journal = Journal(self.dir, sync=False)
         self.epoch += 1
+        # the next sequence number follows the last log entry held: where retention removed
+        # the last ones, their numbers are used again (by design: nothing else refers to them)
+        self.next_seq = (self.log[-1][0] if self.log else 0) + 1
         assert self.journal.epoch == self.epoch, (
             f"boot epoch {self.journal.epoch} after a reopen, expected {self.epoch}")
         stale = sorted((r for r in self.records.values()
@@ -412,6 +453,18 @@ class JournalMachine(RuleBasedStateMachine):
         running = sorted((r for r in self.records.values() if r.state is S.RUNNING),
                          key=running_order)
         assert self.journal.running() == running
+
+    @invariant()
+    def done_index_matches(self) -> None:
+        """The ``done`` index holds each finished job once, in the order they finished."""
+        for queue in QUEUES:
+            finished = sorted((r for r in self.records.values()
+                               if r.queue == queue and r.state not in LIVE_STATES),
+                              key=lambda r: r.log[-1], reverse=True)
+            assert self.journal.finished_since(queue, float("-inf")) == finished
+        with self.journal.env.begin(db=self.journal.dbs["done"]) as txn:
+            held = txn.stat(self.journal.dbs["done"])["entries"]
+        assert held == sum(r.state not in LIVE_STATES for r in self.records.values())
 
     @invariant()
     def log_holds_exactly_the_committed_events(self) -> None:

@@ -315,6 +315,93 @@ def test_retention_removes_record_index_and_log_entries(journal):
     assert len(done) == 1
 
 
+def _tables(j: Journal) -> dict[str, dict[bytes, bytes]]:
+    from actorq._journal import _DBS
+
+    with j.env.begin() as txn:
+        return {name.decode(): dict(txn.cursor(db=j.dbs[name.decode()])) for name in _DBS
+                if name != b"meta"}
+
+
+def _expected_tables(j: Journal, kept: dict[str, JobRecord]) -> dict[str, set[bytes]]:
+    """The keys each database holds when exactly the jobs ``kept`` remain (none of them
+    pending or delayed, so ``ready`` and ``sched`` are empty)."""
+    from actorq._journal import CODES
+
+    def qkey(rec):
+        return rec.queue.encode() + b"\x00"
+
+    finished = [r for r in kept.values() if r.state in (S.COMPLETED, S.FAILED, S.CANCELLED)]
+    return {
+        "jobs": {job_id.encode() for job_id in kept},
+        "states": {CODES[r.state] + qkey(r) + _Q.pack(r.seq) for r in kept.values()},
+        "done": {qkey(r) + _Q.pack(r.log[-1]) for r in finished},
+        "log": {_Q.pack(seq) for r in kept.values() for seq in r.log},
+        "ready": set(), "sched": set(),
+    }
+
+
+def test_retention_removes_exactly_the_oldest_finished_jobs_across_commits(journal):
+    """Which jobs retention removes (max_count, max_age, both; several in one commit; two
+    queues with their own policies; a commit without retention trims nothing), and that each
+    leaves with its record, states, done and log entries and its count, nothing else."""
+    j = journal
+    epoch = j.epoch
+    recs: dict[str, JobRecord] = {}
+
+    def commit(events, retention=None, now=None):
+        for rec in j.commit(events, retention=retention, now=now):
+            assert rec is not None
+            recs[rec.id] = rec
+
+    def check(kept: list[str]) -> None:
+        expect = {job_id: recs[job_id] for job_id in kept}
+        tables = _tables(j)
+        assert {name: set(tables[name]) for name in _expected_tables(j, expect)} == \
+            _expected_tables(j, expect)
+        for job_id, rec in expect.items():
+            assert j.get(job_id) == rec
+        for queue in ("q", "r"):
+            want = {s: sum(r.queue == queue and r.state is s for r in expect.values())
+                    for s in S}
+            assert j.counts(queue) == want  # read from the table; a count never written: 0
+
+    qs = [f"j{i}" for i in range(8)]
+    rs = ["r0", "r1", "r2"]
+    commit([Enqueued(record(i, at=10.0)) for i in qs]
+           + [Enqueued(record(i, "r", at=10.0)) for i in rs])
+    commit([Started(i, 10.0, 1, epoch) for i in qs + rs])
+    # finished in this order (the done index's): j0, j1, j2, j3; no retention: none leaves
+    commit([Succeeded("j0", 20.0, "a"), Failed("j1", 20.0, "E: x"), Cancelled("j2", 20.0),
+            Succeeded("j3", 20.0, None)])
+    check(qs + rs)
+    # max_count 2 of q's 6 finished: the 4 oldest leave in this one commit; r is not trimmed
+    commit([Succeeded("j4", 30.0, None), Succeeded("r0", 30.0, None),
+            Succeeded("j5", 30.0, None), Succeeded("r1", 30.0, None)],
+           retention={"q": Retention(max_age=1e6, max_count=2)}, now=30.0)
+    check(["j4", "j5", "j6", "j7"] + rs)
+    # max_age 60 at 100: j4 and j5 (finished at 30) leave, j6 (at 100) stays;
+    # r's max_count 0: every finished r job leaves, the running one stays
+    commit([Succeeded("j6", 100.0, None)],
+           retention={"q": Retention(max_age=60, max_count=10),
+                      "r": Retention(max_age=1e6, max_count=0)}, now=100.0)
+    check(["j6", "j7", "r2"])
+    # the walk stops at the first job young enough: j7 finished after j6 but at an older
+    # time (50 < 200 - 120), and stays behind j6 (100 >= 80)
+    commit([Succeeded("j7", 50.0, None)], retention={"q": Retention(max_age=120)}, now=200.0)
+    check(["j6", "j7", "r2"])
+    # both bounds: max_count 1 removes j6; then j7 (50) is younger than 200 - 160: it stays
+    commit([Succeeded("r2", 200.0, None)],
+           retention={"q": Retention(max_age=160, max_count=1)}, now=200.0)
+    check(["j7", "r2"])
+    # a removed id is free again; the new job's entries are its own
+    commit([Enqueued(record("j0", at=210.0))])
+    commit([Started("j0", 210.0, 1, epoch)])
+    commit([Succeeded("j0", 220.0, None)],
+           retention={"q": Retention(max_age=1e6, max_count=1)}, now=220.0)
+    check(["j0", "r2"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Format
 
