@@ -152,7 +152,8 @@ class Reply:
         usual case), it hands back trio's own wait, whose result is the answer :meth:`_wake`
         sends, and the Reply is its abort function, so that no coroutine and no bound method
         of ours is built and kept alive per request (per ``enqueue``; both showed up in every
-        garbage collection of the event loop)."""
+        garbage collection of the event loop). The waiting task is registered by the call, so
+        the result must be awaited at once (``await reply.get()``), never kept for later."""
         if self._done:
             return self._answered()
         assert self._task is None, "one task at a time waits for a Reply"
@@ -757,7 +758,8 @@ class QueueActor:
             self._dispatch.send_all(started)
         elif rnd.finished:
             await self.runtime.writer.commit([], {self.name: self.spec.retention})
-        for reply in rnd.answered:  # (their value is in place: set() without its call)
+        for reply in rnd.answered:  # (their value is in place, and none is answered yet:
+            # set() without its call)
             reply._wake()
         for callback in rnd.after:
             callback()

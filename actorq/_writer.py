@@ -44,6 +44,8 @@ class _Submission:
         self._task: trio.lowlevel.Task | None = None
 
     def finish(self, results: Records | None, error: BaseException | None = None) -> None:
+        # Once finished, nothing reads ``events`` again: the submitter may reuse or clear the
+        # list (the queue actor clears a round's events as soon as its commit is done).
         if not self.finished:
             self.finished = True
             self.results, self.error = results, error
