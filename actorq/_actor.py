@@ -88,22 +88,12 @@ class QueueSpec:
 
 
 # ---------------------------------------------------------------------------------------------
-# Values built per job
+# Values built per job: positional constructors (``_model._builder``)
 
-
-def _fast_constructor(cls: type) -> Callable[..., Any]:
-    """A positional constructor of the frozen attrs class ``cls``, equivalent to ``cls(...)``
-    without attrs' ``object.__setattr__`` per field (see ``_model._builder``): for the events
-    and the Job built per job."""
-    draft = type(f"_{cls.__name__}Draft", (cls,), {
-        "__slots__": (), "__setattr__": object.__setattr__, "__delattr__": object.__delattr__})
-    return _builder(cls, draft)
-
-
-_started = _fast_constructor(Started)  # (id, at, attempt, epoch)
-_succeeded = _fast_constructor(Succeeded)  # (id, at, result)
-_enqueued = _fast_constructor(Enqueued)  # (record)
-_job = _fast_constructor(Job)  # (id, queue, payload, attempt, priority)
+_started = _builder(Started)  # (id, at, attempt, epoch)
+_succeeded = _builder(Succeeded)  # (id, at, result)
+_enqueued = _builder(Enqueued)  # (record)
+_job = _builder(Job)  # (id, queue, payload, attempt, priority)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,11 +195,7 @@ class EnqueueOneMsg(Reply):
     __slots__ = ("record", "core", "given_id")
 
     def __init__(self, record: JobRecord, core: CoreJob, given_id: bool) -> None:
-        # (Reply.__init__ inlined: one call less per enqueue)
-        self._done = False
-        self._task = None
-        self.value = None
-        self.error = None
+        Reply.__init__(self)
         self.record = record
         self.core = core
         self.given_id = given_id

@@ -667,33 +667,17 @@ if tuple(f.name for f in attrs.fields(JobRecord)) != _FOLDED_FIELDS:  # pragma: 
     raise RuntimeError("JobRecord's fields changed: update apply_event's folds")
 
 
-class _Draft(JobRecord):
-    """A JobRecord under construction (see :func:`_record_builder`): the same slots, writable
-    with plain attribute assignment (``STORE_ATTR`` on a slot is specialised by the
-    interpreter; JobRecord's frozen ``__setattr__`` and ``__delattr__`` are set aside)."""
-
-    __slots__ = ()
-    __setattr__ = object.__setattr__
-    __delattr__ = object.__delattr__
-
-
-class _LiveDraft(LiveEntry):
-    """A LiveEntry under construction (as :class:`_Draft` is a JobRecord's)."""
-
-    __slots__ = ()
-    __setattr__ = object.__setattr__
-    __delattr__ = object.__delattr__
-
-
 def _record_builder(fast: bool = True) -> Callable[..., JobRecord]:
     """:func:`_builder` of JobRecord."""
-    return _builder(JobRecord, _Draft, fast)
+    return _builder(JobRecord, fast)
 
 
-def _builder(cls: type, draft: type, fast: bool = True) -> Callable[..., Any]:
+def _builder(cls: type, fast: bool = True) -> Callable[..., Any]:
     """A positional constructor of the frozen attrs class ``cls`` (JobRecord for the folds
-    above; LiveEntry, per entry a queue reads from an index). It makes a ``draft`` (a
-    subclass with no slots of its own, such as :class:`_Draft`), assigns its slots (~10 ns
+    above; LiveEntry, per entry a queue reads from an index; the events and the Job the queue
+    actor builds per job). It makes a draft (a subclass of ``cls`` with no slots of its own,
+    whose attributes plain assignment can set: ``STORE_ATTR`` on a slot is specialised by the
+    interpreter, and the frozen ``__setattr__`` is set aside), assigns its slots (~10 ns
     each) and turns it into a ``cls`` (``__class__`` assignment: the layouts are the same);
     ~4x cheaper than attrs' ``__init__``, which sets each slot through ``object.__setattr__``
     by name (~50 ns each). Where the interpreter refuses that (``fast=False``, or the
@@ -707,6 +691,8 @@ def _builder(cls: type, draft: type, fast: bool = True) -> Callable[..., Any]:
         raise RuntimeError(f"{cls.__name__} has validators or converters: drop _builder")
     names = [f.name for f in fields]
     params = ", ".join(names)
+    draft = type(f"_{cls.__name__}Draft", (cls,), {
+        "__slots__": (), "__setattr__": object.__setattr__, "__delattr__": object.__delattr__})
     ns: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_draft": draft}
     if fast:
         body = "".join(f"    r.{n} = {n}\n" for n in names)
@@ -729,7 +715,7 @@ def _builder(cls: type, draft: type, fast: bool = True) -> Callable[..., Any]:
 
 
 _record = _record_builder()
-_live_entry = _builder(LiveEntry, _LiveDraft)
+_live_entry = _builder(LiveEntry)
 
 _FOLDS: dict[type, Callable[[JobRecord, Any, tuple[int, ...]], JobRecord | None]] = {
     Started: _started,

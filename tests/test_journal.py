@@ -928,14 +928,14 @@ def test_decode_live_builds_plain_frozen_entries():
     import attrs
 
     from actorq._codec import Encoder, decode_live
-    from actorq._model import LiveEntry, _builder, _live_entry, _LiveDraft
+    from actorq._model import LiveEntry, _builder, _live_entry
 
     rec = attrs.evolve(record("a"), priority=-3, ready_at=2.5, attempts=2, max_attempts=4,
                        timeout=1.5, interrupted=True, debounce_key="k", debounce_first_at=0.5,
                        leading=True)
     assert "_draft" in _live_entry.__code__.co_names  # the fast builder
     for entry in (decode_live(Encoder().live(rec), 9, S.PENDING),
-                  _builder(LiveEntry, _LiveDraft, fast=False)(
+                  _builder(LiveEntry, fast=False)(
                       *attrs.astuple(LiveEntry.from_record(attrs.evolve(rec, seq=9)),
                                      recurse=False))):
         expected = LiveEntry.from_record(attrs.evolve(rec, seq=9, state=S.PENDING))
