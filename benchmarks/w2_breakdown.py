@@ -39,7 +39,7 @@ marks: dict[str, float] = {}
 STEPS: list[tuple[type, str, str, bool]] = [
     (_api.Queue, "_new_job", "job built and validated (Queue._new_job)", True),
     (_actor._Inbox, "take", "queue actor woken, takes its inbox", False),
-    (_actor.QueueActor, "_handle", "round begins (window checked)", False),
+    (_actor.QueueActor, "_enqueue", "round begins (window checked)", False),
     (_actor.QueueActor, "_finish_round", "message handled", False),
     (_writer.Writer, "commit", "round decided the start (Enqueued + Started)", False),
     (_journal.Journal, "prepare", "submitted to the writer", False),
@@ -48,7 +48,7 @@ STEPS: list[tuple[type, str, str, bool]] = [
     (_journal.Journal, "write", "written and committed (Journal.write)", True),
     (_writer.Writer, "_written", "event loop hears of the commit", False),
     (_writer.Writer, "_written", "results to the round (Journal.finish)", True),
-    (_actor._Dispatch, "send", "queue actor resumes, hands the job over", False),
+    (_actor._Dispatch, "send_all", "queue actor resumes, hands the job over", False),
     (_actor.QueueActor, "_job", "worker woken", False),
 ]
 
